@@ -1,0 +1,32 @@
+"""The embedded offline world: everything the default experiment needs, built locally.
+
+    <world>/images/{train,bench}/*.png      synthetic scenes (embedded/synthetic.py)
+    <world>/sources/*.json(l)               caption/SFT sources in the public formats
+    <world>/bench/vqa.jsonl                 held-out VQA benchmark
+    <world>/tokenizer/                      byte-level BPE trained on the world's texts
+    <world>/vit_source/                     tiny Qwen2.5-VL (its ViT is what init_vlm keeps)
+    <world>/llm_source/                     tiny Qwen2 LM with a different hidden size
+
+Configs point into it with world://<path> (configs/hydra/world/embedded.yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+
+def build_world(out_dir: Path, cfg: Mapping, log=print) -> dict:
+    from embedded.synthetic import build_synthetic_data
+    from embedded.tiny_models import build_tiny_llm_source, build_tiny_vit_source
+    from embedded.tokenizer import train_tokenizer
+
+    data = build_synthetic_data(out_dir, n_train=cfg["n_train"], n_bench=cfg["n_bench"], seed=cfg["seed"])
+    log(f"synthetic data: {cfg['n_train']} training and {cfg['n_bench']} benchmark images")
+    texts = Path(data["texts"]).read_text().splitlines()
+    tok = train_tokenizer(texts, out_dir / "tokenizer", vocab_size=cfg["vocab_size"])
+    log(f"tokenizer trained on {len(texts)} lines (vocab {cfg['vocab_size']})")
+    build_tiny_vit_source(out_dir / "vit_source", tok, text_hidden=cfg["vit_text_hidden"], seed=cfg["seed"])
+    build_tiny_llm_source(out_dir / "llm_source", tok, hidden=cfg["llm_hidden"], layers=cfg["llm_layers"],
+                          seed=cfg["seed"] + 1)
+    log("tiny ViT source and LLM source written")
+    return {"n_train": cfg["n_train"], "n_bench": cfg["n_bench"]}

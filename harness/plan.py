@@ -1,0 +1,81 @@
+"""`python -m harness plan`: the chain a run would execute, without executing it.
+
+For every stage: whether it is already done (by fingerprint, in the store), where its output
+lives, what it reads, its key settings, and the exact external commands (per node for
+multi-node training). Imports nothing heavy (no torch), so it answers in about a second."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+from harness.chain import build_chain, resolve_world, run_label
+from harness.proc import shell_line
+from harness.stage import Stage, chain_fingerprints
+from harness.store import Store
+
+
+def render_plan(cfg: Mapping) -> str:
+    chain = build_chain(cfg)
+    fps = chain_fingerprints(chain)
+    store = Store(Path(cfg["paths"]["store_dir"]))
+    dirs = {s.name: store.dir_for(s.kind, fps[s.name]) for s in chain}
+    world = str(dirs["world"]) if "world" in dirs else None
+    lines = [f"run {run_label(cfg)}  (store: {store.root})", ""]
+    for i, stage in enumerate(chain, 1):
+        state = "done" if store.is_done(dirs[stage.name], fps[stage.name]) else "to do"
+        lines.append(f"{i}. {stage.name} [{state}]  {stage.summary}")
+        lines.append(f"   output: {dirs[stage.name]}")
+        if stage.inputs:
+            lines.append("   inputs: " + ", ".join(f"{r} <- {n}" for r, n in stage.inputs.items()))
+        config = resolve_world(dict(stage.config), world)
+        lines += [f"   {line}" for line in _details(stage, config, dirs, cfg)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mapping) -> list[str]:
+    if stage.kind == "data_prep":
+        src = config["source"]
+        return [f"reads: {', '.join(map(str, src['paths']))} (images under {src['image_root']})",
+                f"subset: {src.get('subset_size') or 'all rows'}; cutoff_len {config['cutoff_len']}"]
+    if stage.kind == "train":
+        return _train_details(stage, config, dirs, cfg)
+    if stage.kind == "evaluate":
+        return _eval_details(config, dirs[stage.name], Path(dirs[stage.inputs["model"]]))
+    return []
+
+
+def _train_details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mapping) -> list[str]:
+    from train.launch import all_node_envs, train_command
+    from train.render import FREEZE_KEYS, render_lf_config
+
+    out = dirs[stage.name]
+    data_dir = dirs[stage.inputs["data"]]
+    ds = config["deepspeed"]
+    lf = render_lf_config(config=config, model_dir=dirs[stage.inputs["model"]] / "model", dataset_dir=data_dir,
+                          dataset=cfg[config["stage"]["data"]]["name"], output_dir=out / "model",
+                          tokenized_path=None,
+                          deepspeed_json=(out / f"deepspeed_{ds['name']}.json") if ds.get("config") else None)
+    spec = config["stage"]
+    world = config["world_size"]["nnodes"] * config["world_size"]["nproc_per_node"]
+    lines = [
+        f"dataset: {lf['dataset']}  trainable: {spec['trainable']}  "
+        + "  ".join(f"{k}={spec[k]}" for k in FREEZE_KEYS),
+        f"learning_rate: {lf['learning_rate']:g}  global batch: {spec['global_batch_size']} = "
+        f"{lf['per_device_train_batch_size']} per device x {world} processes x {lf['gradient_accumulation_steps']} "
+        f"accumulation  deepspeed: {ds['name']}",
+    ]
+    envs = all_node_envs(cfg["launcher"], deepspeed=ds.get("config") is not None)
+    for rank, env in enumerate(envs):
+        prefix = f"node {rank}: " if len(envs) > 1 else "command: "
+        lines.append(prefix + shell_line(train_command(out / "llamafactory.yaml"), env))
+    return lines
+
+
+def _eval_details(config: dict, out: Path, model_stage_dir: Path) -> list[str]:
+    from evaluate import build_command
+
+    argv, env = build_command(model_stage_dir / "model", out, benchmarks=config["benchmarks"],
+                              pixels=config["pixels"], eval_cfg=config["eval"])
+    return [f"command: {shell_line(argv, env)}"]

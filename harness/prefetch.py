@@ -1,0 +1,55 @@
+"""`python -m harness prefetch [overrides]`: download what a config needs while online, so the
+run itself can go offline (pain point 13): the two backbone checkpoints, the caption/SFT
+datasets (into paths.data_root/<folder of the configured paths>), and the benchmark datasets."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from harness.chain import DATA_ROLES, uses_world
+from harness.config import compose_config, to_plain
+
+
+class PrefetchError(RuntimeError):
+    pass
+
+
+def dataset_target(source: dict) -> Path:
+    """The folder a hub dataset is downloaded into: the parent of its first configured path."""
+    return Path(source["paths"][0]).parent
+
+
+def download_dataset(source: dict, log=print) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    hub, target = source["hub"], dataset_target(source)
+    log(f"{source['label']}: {hub['repo_id']} -> {target}")
+    try:
+        snapshot_download(repo_id=hub["repo_id"], repo_type=hub.get("repo_type", "dataset"), local_dir=target)
+    except (LocalEntryNotFoundError, OSError) as exc:
+        raise PrefetchError(f"cannot download {hub['repo_id']} for captions/{source['name']} "
+                            f"(offline? HF_HUB_OFFLINE={__import__('os').environ.get('HF_HUB_OFFLINE', '0')}): {exc}")
+    return target
+
+
+def prefetch(overrides: list[str], log=print) -> int:
+    cfg = to_plain(compose_config(overrides))
+    try:
+        if not uses_world(cfg["backbone"]):
+            from init_vlm import resolve_source
+
+            for key in ("vit_source", "llm_source"):
+                log(f"backbone {key}: {resolve_source(cfg['backbone'][key], cfg['backbone'].get(key.replace('source', 'revision')))}")
+        for role in DATA_ROLES:
+            source = cfg[role]
+            if source.get("hub") and not uses_world(source):
+                download_dataset(source, log)
+        from evaluate import prefetch as prefetch_benchmarks
+
+        prefetch_benchmarks(cfg["benchmarks"], log=log)
+    except Exception as exc:  # noqa: BLE001 - one line for the user, whatever failed
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,42 @@
+"""Resume only from a complete checkpoint (pain point 9).
+
+LLaMA-Factory resumes from the highest `checkpoint-N` in its output_dir. A process killed while
+saving leaves a checkpoint folder without its trainer state or weights; resuming from it fails
+or hangs. Before each launch we move such folders aside (never delete: they may be inspected)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def checkpoints(output_dir: Path) -> list[Path]:
+    found = [p for p in output_dir.glob("checkpoint-*") if p.is_dir() and _CKPT.match(p.name)]
+    return sorted(found, key=lambda p: int(_CKPT.match(p.name).group(1)))
+
+
+def is_complete(ckpt: Path) -> bool:
+    """trainer_state.json is written after weights and optimizer state; DeepSpeed keeps its
+    states in global_step* folders plus a `latest` file."""
+    has_weights = any((ckpt / w).exists() for w in _WEIGHTS)
+    has_optim = (ckpt / "optimizer.pt").exists() or (ckpt / "latest").exists()
+    return (ckpt / "trainer_state.json").exists() and has_weights and has_optim
+
+
+def set_aside_incomplete(output_dir: Path, log=print) -> list[Path]:
+    moved = []
+    for ckpt in checkpoints(output_dir):
+        if not is_complete(ckpt):
+            target = ckpt.with_name(f"incomplete-{ckpt.name}")
+            ckpt.rename(target)
+            log(f"{ckpt.name} is incomplete (killed while saving?): moved to {target.name}, not resumed from")
+            moved.append(target)
+    return moved
+
+
+def last_complete(output_dir: Path) -> Path | None:
+    done = [c for c in checkpoints(output_dir) if is_complete(c)]
+    return done[-1] if done else None

@@ -1,0 +1,37 @@
+"""How a training stage is launched: one process, torchrun on one node, or many nodes.
+
+LLaMA-Factory's own launcher reads NNODES / NODE_RANK / NPROC_PER_NODE / MASTER_ADDR /
+MASTER_PORT and starts torchrun; every node's values are derived here from one launcher config
+(pain point 10), and `plan` prints them per node before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+
+def world_size(launcher: Mapping) -> int:
+    return int(launcher["nnodes"]) * int(launcher["nproc_per_node"])
+
+
+def node_env(launcher: Mapping, *, node_rank: int | None = None, deepspeed: bool = False) -> dict[str, str]:
+    """The environment of one node's launch (empty: a plain single process)."""
+    if world_size(launcher) == 1 and not deepspeed:
+        return {}
+    rank = launcher["node_rank"] if node_rank is None else node_rank
+    return {
+        "FORCE_TORCHRUN": "1",   # DeepSpeed needs torchrun even for one process
+        "NNODES": str(launcher["nnodes"]),
+        "NODE_RANK": str(rank),
+        "NPROC_PER_NODE": str(launcher["nproc_per_node"]),
+        "MASTER_ADDR": str(launcher["master_addr"]),
+        "MASTER_PORT": str(launcher["master_port"]),
+    }
+
+
+def all_node_envs(launcher: Mapping, *, deepspeed: bool = False) -> list[dict[str, str]]:
+    return [node_env(launcher, node_rank=r, deepspeed=deepspeed) for r in range(int(launcher["nnodes"]))]
+
+
+def train_command(yaml_path: Path) -> list[str]:
+    return ["llamafactory-cli", "train", str(yaml_path)]
