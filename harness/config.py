@@ -46,10 +46,12 @@ def groups() -> list[str]:
 
 def to_plain(cfg: DictConfig) -> dict:
     """Resolved plain dict with absolute paths (the run never depends on the cwd afterwards)."""
+    cfg = cfg.copy()
+    for key in PATH_KEYS:  # before resolving, so every ${paths.x} use gets the absolute path
+        absolute = str(Path(str(cfg.paths[key])).expanduser().absolute())
+        OmegaConf.update(cfg, f"paths.{key}", absolute, force_add=True)
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain.pop("hydra", None)
-    for key in PATH_KEYS:
-        plain["paths"][key] = str(Path(plain["paths"][key]).expanduser().absolute())
     return plain
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Mapping
 
 from harness.chain import build_chain, resolve_world, run_label
+from harness.cost import cost_line
 from harness.proc import shell_line
 from harness.stage import Stage, chain_fingerprints
 from harness.store import Store
@@ -66,6 +67,8 @@ def _train_details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mappi
         f"{lf['per_device_train_batch_size']} per device x {world} processes x {lf['gradient_accumulation_steps']} "
         f"accumulation  deepspeed: {ds['name']}",
     ]
+    epochs = lf["num_train_epochs"] if lf["max_steps"] in (-1, None) else 1
+    lines.append(cost_line(data_dir, epochs, cfg["backbone"], cfg["cost"]))
     envs = all_node_envs(cfg["launcher"], deepspeed=ds.get("config") is not None)
     for rank, env in enumerate(envs):
         prefix = f"node {rank}: " if len(envs) > 1 else "command: "

@@ -6,6 +6,7 @@ disk, never inside Hydra (pain points 16-17)."""
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
-_SECRET_HINTS = ("KEY", "TOKEN", "SECRET", "PASSWORD")
+_SECRET = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD)$")   # OPENAI_API_KEY, HF_TOKEN; not TOKENIZERS_...
 
 
 def shell_line(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
@@ -23,7 +24,7 @@ def shell_line(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str
 
 
 def redact(key: str, value: str) -> str:
-    return "***" if any(h in key.upper() for h in _SECRET_HINTS) else str(value)
+    return "***" if _SECRET.search(key.upper()) else str(value)
 
 
 class CommandFailed(RuntimeError):

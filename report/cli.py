@@ -1,0 +1,87 @@
+"""`python -m harness report PATH... [--paper CSV] [--out DIR] [--title TEXT]`
+
+    python -m harness report results/sweeps/embedded
+    python -m harness report results/runs/a results/runs/b --paper results/paper/paper_table1.csv
+
+Collects every results.jsonl under the PATHs, writes table.md/.csv/.tex (and the paper comparison,
+benchmarks.png, loss_curves.png when trainer_state.json files are found) into DIR (default: the
+first PATH's folder + /report) and prints the Markdown table."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from report.records import ReportError, collect_records, find_files
+from report.write import DEFAULT_TITLE, write_report
+
+_CHECKPOINT = re.compile(r"checkpoint-(\d+)$")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m harness report",
+                                     description="Build the ablation table from run/sweep folders.")
+    parser.add_argument("paths", nargs="+", type=Path, help="run or sweep folders (or results.jsonl files)")
+    parser.add_argument("--paper", type=Path, help="a paper CSV (results/paper/*.csv) to compare with")
+    parser.add_argument("--out", type=Path, help="output folder (default: FIRST_PATH/report)")
+    parser.add_argument("--title", default=DEFAULT_TITLE)
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    try:
+        args = _parser().parse_args(list(argv))
+    except SystemExit as exc:  # argparse exits on --help and on usage errors; we return instead
+        return int(exc.code or 0)
+    try:
+        return _report(args)
+    except ReportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    records = collect_records(args.paths)
+    if not records:
+        raise ReportError(f"no results.jsonl records under {', '.join(map(str, args.paths))}")
+    first = args.paths[0]
+    out = args.out or (first if first.is_dir() else first.parent) / "report"
+    written = write_report(records, out, paper_csv=args.paper, title=args.title)
+    print(written.pop("markdown_text"))
+    curves = loss_curves(args.paths)
+    if curves:
+        from report.plots import plot_loss_curves
+
+        try:
+            written["loss_curves"] = plot_loss_curves(curves, out / "loss_curves.png")
+        except ReportError as exc:  # a broken training log must not cost the table, already written
+            print(f"warning: no loss plot: {exc}", file=sys.stderr)
+    print("report files:\n" + "\n".join(f"  {path}" for path in written.values()))
+    return 0
+
+
+def loss_curves(paths: Sequence[Path]) -> dict[str, Path]:
+    """label -> trainer_state.json, labelled by the training folder relative to its PATH (prefixed
+    by the PATH's name when there are several PATHs, so two runs' "train/stage1" stay apart).
+
+    The HF Trainer also copies trainer_state.json into every checkpoint-N folder; a folder's own
+    file wins, else its newest checkpoint's (a run that stopped early), so each run is one line."""
+    chosen: dict[Path, tuple[int, Path, Path]] = {}  # training folder -> (rank, file, its PATH)
+    roots = [p for p in paths if p.is_dir()]
+    for root in roots:
+        for state in find_files([root], "trainer_state.json"):
+            match = _CHECKPOINT.match(state.parent.name)
+            owner, rank = (state.parent.parent, int(match[1])) if match else (state.parent, sys.maxsize)
+            if owner not in chosen or rank > chosen[owner][0]:
+                chosen[owner] = (rank, state, root)
+    return {_label(owner, root, len(roots) > 1): state for owner, (_, state, root) in chosen.items()}
+
+
+def _label(folder: Path, root: Path, prefixed: bool) -> str:
+    relative = folder.relative_to(root)
+    if relative == Path("."):
+        return root.name
+    return f"{root.name}/{relative.as_posix()}" if prefixed else relative.as_posix()

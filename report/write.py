@@ -1,0 +1,45 @@
+"""Write the report files of one set of records: the tables first, the figure last, so a plotting
+problem can never cost the numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from report.paper import load_paper_table
+from report.render import to_csv, to_latex, to_markdown
+from report.table import build_table, compare_with_paper
+
+DEFAULT_TITLE = "CapRL pretraining ablation"
+
+
+def write_report(records, out_dir: Path, *, paper_csv: Path | None = None,
+                 title: str = DEFAULT_TITLE, plots: bool = True) -> dict[str, Path | str]:
+    """table.md/.csv/.tex (+ paper_comparison.md/.csv when `paper_csv` has rows we measured, and
+    benchmarks.png). Returns their paths by kind, plus "markdown_text": the Markdown to print."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    table = build_table(records)
+    markdown = to_markdown(table, title)
+    written: dict[str, Path | str] = {
+        "markdown": _write(out_dir / "table.md", markdown),
+        "csv": _write(out_dir / "table.csv", to_csv(table)),
+        "latex": _write(out_dir / "table.tex", to_latex(table, title)),
+    }
+    if paper_csv is not None:
+        comparison = compare_with_paper(table, load_paper_table(paper_csv))
+        if comparison.rows:
+            compared = to_markdown(comparison, f"{title}: measured vs paper ({Path(paper_csv).name})")
+            written["paper_comparison_md"] = _write(out_dir / "paper_comparison.md", compared)
+            written["paper_comparison_csv"] = _write(out_dir / "paper_comparison.csv", to_csv(comparison))
+            markdown += "\n" + compared
+    if plots and table.rows:
+        from report.plots import plot_benchmark_bars
+
+        written["bars"] = plot_benchmark_bars(table, out_dir / "benchmarks.png")
+    written["markdown_text"] = markdown
+    return written
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path

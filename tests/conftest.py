@@ -1,0 +1,57 @@
+"""Shared fixtures: every test writes under its own tmp_path (CAPRL_RESULTS), never into the
+repo's results/ folder."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+@pytest.fixture
+def results_dir(tmp_path, monkeypatch) -> Path:
+    out = tmp_path / "results"
+    monkeypatch.setenv("CAPRL_RESULTS", str(out))
+    return out
+
+
+def harness_cmd(*args: str) -> list[str]:
+    return [PYTHON, "-m", "harness", *args]
+
+
+def subprocess_env(results: Path) -> dict:
+    return {**os.environ, "CAPRL_RESULTS": str(results), "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.fixture(scope="session")
+def shared_results(tmp_path_factory) -> Path:
+    """One results folder (store) for the slow tests: the embedded world, init_vlm and the
+    prepared data are built by whichever test needs them first and reused by the others,
+    exactly as sweep jobs share them."""
+    return tmp_path_factory.mktemp("shared") / "results"
+
+
+def run_harness(results: Path, *args: str, timeout: int = 900, check: bool = True):
+    """Run `python -m harness ARGS` for real; on failure show its output."""
+    import subprocess
+
+    proc = subprocess.run(harness_cmd(*args), cwd=REPO, env=subprocess_env(results), capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"harness {' '.join(args)} exited {proc.returncode}\n{proc.stdout[-6000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def stage_dir(run_dir: Path, name: str) -> Path:
+    return (run_dir / "stages" / name).resolve()
+
+
+def read_status(run_dir: Path) -> dict:
+    import json
+
+    return json.loads((run_dir / "status.json").read_text())

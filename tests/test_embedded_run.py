@@ -1,0 +1,77 @@
+"""The README's run command, for real: the embedded experiment through every stage with real
+LLaMA-Factory and lmms-eval subprocesses, then again (everything skipped), then killed in the
+middle of a stage and re-run (only the interrupted stage and what follows it run again)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import REPO, harness_cmd, read_status, run_harness, stage_dir, subprocess_env
+
+pytestmark = pytest.mark.slow
+CHAIN = ["world", "init_vlm", "data_prep.align_data", "data_prep.captions", "data_prep.sft_data", "train.alignment",
+         "train.further_pretrain", "train.sft", "evaluate", "report"]
+
+
+def run_dir(results, captions="synthetic_dense"):
+    return results / "runs" / "embedded" / f"tiny-{captions}"
+
+
+def test_embedded_run_completes_and_writes_a_table(shared_results):
+    proc = run_harness(shared_results, "run")
+    rd = run_dir(shared_results)
+    status = read_status(rd)
+    assert status["state"] == "done"
+    assert list(status["stages"]) == CHAIN
+    assert {s["state"] for s in status["stages"].values()} <= {"done", "skipped"}
+    assert (rd / "config.yaml").exists() and all((rd / "logs" / f"{s}.log").exists() for s in CHAIN)
+    records = [json.loads(x) for x in (stage_dir(rd, "evaluate") / "results.jsonl").read_text().splitlines()]
+    assert [r["benchmark"] for r in records] == ["SynthVQA"]
+    assert records[0]["status"] == "ok" and 0.0 <= records[0]["value"] <= 100.0 and records[0]["n"] == 16
+    table = (stage_dir(rd, "report") / "table.md").read_text()
+    assert "SynthVQA" in table and "Synthetic-Dense" in table
+    assert "SynthVQA" in proc.stdout  # the table is printed at the end
+
+
+def test_second_run_skips_every_stage(shared_results):
+    run_harness(shared_results, "run")  # no-op if the previous test ran
+    t0 = time.time()
+    run_harness(shared_results, "run")
+    elapsed = time.time() - t0
+    status = read_status(run_dir(shared_results))
+    assert {s["state"] for s in status["stages"].values()} == {"skipped"}
+    print(f"second run: {elapsed:.1f} s")
+
+
+def test_sigkill_in_a_stage_then_rerun_redoes_only_that_stage_onwards(shared_results):
+    run_harness(shared_results, "run", "until=train.alignment")
+    args = ["run", "captions=synthetic_sparse"]
+    proc = subprocess.Popen(harness_cmd(*args), cwd=REPO, env=subprocess_env(shared_results),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    rd = run_dir(shared_results, "synthetic_sparse")
+    deadline = time.time() + 400
+    while time.time() < deadline and proc.poll() is None:
+        try:
+            if read_status(rd)["stages"]["train.further_pretrain"]["state"] == "running":
+                break
+        except (FileNotFoundError, json.JSONDecodeError, KeyError):
+            pass
+        time.sleep(0.2)
+    time.sleep(5)  # well inside LLaMA-Factory's start-up
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed = read_status(rd)
+    assert killed["stages"]["train.further_pretrain"]["state"] == "running"
+    assert not (stage_dir(rd, "train.further_pretrain") / ".done.json").exists()
+    assert not (stage_dir(rd, "train.sft") / ".done.json").exists()
+    run_harness(shared_results, *args)
+    status = read_status(rd)
+    ran = [n for n, s in status["stages"].items() if s["state"] == "done"]
+    assert ran == ["train.further_pretrain", "train.sft", "evaluate", "report"]
+    assert status["state"] == "done"

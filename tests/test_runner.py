@@ -1,0 +1,169 @@
+"""The stage chain's bookkeeping: skip what is done, redo what changed or was forced, never
+let a partial output look done, share stages between runs through the store.
+
+These tests drive the Runner with small step functions that write files (the real stage
+implementations are exercised end to end in test_embedded_run.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.runner import Runner, StageFailed
+from harness.stage import Stage, chain_fingerprints
+from harness.store import Store
+
+
+def make_chain(lr: float = 1e-3, source: str = "dense") -> list[Stage]:
+    return [
+        Stage("init_vlm", "init_vlm", {"seed": 0}),
+        Stage("data_prep.captions", "data_prep", {"source": source}, {"model": "init_vlm"}),
+        Stage("train.alignment", "train", {"lr": lr}, {"model": "init_vlm"}, resumable=True),
+        Stage("train.further_pretrain", "train", {"lr": 4e-5}, {"model": "train.alignment", "data": "data_prep.captions"},
+              resumable=True),
+    ]
+
+
+class Recorder:
+    """Step functions that record calls and write one output file each."""
+
+    def __init__(self, fail_on: str | None = None):
+        self.calls: list[str] = []
+        self.fail_on = fail_on
+
+    def step(self, ctx):
+        self.calls.append(ctx.stage.name)
+        if ctx.stage.name == self.fail_on:
+            (ctx.out_dir / "half-written").write_text("x")
+            raise RuntimeError("boom")
+        inputs = {r: (p / "out.txt").read_text() for r, p in ctx.inputs.items()}
+        (ctx.out_dir / "out.txt").write_text(json.dumps({"cfg": ctx.config, "in": inputs}))
+        return {"n": 1}
+
+    def steps(self):
+        return {k: self.step for k in ("init_vlm", "data_prep", "train")}
+
+
+def run(tmp_path, chain, rec, run_name="run", force=()):
+    runner = Runner(Store(tmp_path / "store"), tmp_path / run_name, rec.steps())
+    return runner.run(chain, run_label=run_name, force=list(force))
+
+
+def test_second_run_skips_every_stage(tmp_path):
+    rec = Recorder()
+    run(tmp_path, make_chain(), rec)
+    assert rec.calls == ["init_vlm", "data_prep.captions", "train.alignment", "train.further_pretrain"]
+    status = run(tmp_path, make_chain(), rec)
+    assert len(rec.calls) == 4
+    assert {s["state"] for s in status.data["stages"].values()} == {"skipped"}
+    saved = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert saved["state"] == "done"
+
+
+def test_changed_config_redoes_that_stage_and_everything_downstream(tmp_path):
+    rec = Recorder()
+    run(tmp_path, make_chain(lr=1e-3), rec)
+    rec.calls.clear()
+    run(tmp_path, make_chain(lr=2e-3), rec)
+    assert rec.calls == ["train.alignment", "train.further_pretrain"]
+
+
+def test_force_redoes_a_named_stage_only_when_inputs_unchanged(tmp_path):
+    rec = Recorder()
+    run(tmp_path, make_chain(), rec)
+    rec.calls.clear()
+    run(tmp_path, make_chain(), rec, force=["data_prep.captions"])
+    # Same fingerprint after the redo, so downstream stages stay done.
+    assert rec.calls == ["data_prep.captions"]
+    rec.calls.clear()
+    run(tmp_path, make_chain(), rec, force=["train"])  # by kind
+    assert rec.calls == ["train.alignment", "train.further_pretrain"]
+
+
+def test_failed_stage_is_not_done_and_rerun_redoes_only_it(tmp_path):
+    with pytest.raises(StageFailed, match="stage data_prep.captions failed: boom"):
+        run(tmp_path, make_chain(), Recorder(fail_on="data_prep.captions"))
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["state"] == "failed"
+    assert status["stages"]["data_prep.captions"]["state"] == "failed"
+    assert status["stages"]["train.alignment"]["state"] == "pending"
+    folder = Path(status["stages"]["data_prep.captions"]["dir"])
+    assert not (folder / ".done.json").exists()
+    rec = Recorder()
+    run(tmp_path, make_chain(), rec)
+    assert rec.calls == ["data_prep.captions", "train.alignment", "train.further_pretrain"]
+    assert not (folder / "half-written").exists()  # non-resumable: the partial output was discarded
+
+
+def test_two_runs_share_stages_that_do_not_depend_on_the_caption_source(tmp_path):
+    rec = Recorder()
+    run(tmp_path, make_chain(source="dense"), rec, run_name="dense")
+    rec.calls.clear()
+    run(tmp_path, make_chain(source="sparse"), rec, run_name="sparse")
+    assert rec.calls == ["data_prep.captions", "train.further_pretrain"]
+    a, b = (tmp_path / "dense/stages/train.alignment"), (tmp_path / "sparse/stages/train.alignment")
+    assert a.resolve() == b.resolve()
+    fps = chain_fingerprints(make_chain(source="dense"))
+    assert a.resolve().name == fps["train.alignment"][:16]
+
+
+def test_done_marker_must_carry_the_fingerprint(tmp_path):
+    rec = Recorder()
+    run(tmp_path, make_chain(), rec)
+    marker = tmp_path / "run/stages/init_vlm/.done.json"
+    data = json.loads(marker.read_text())
+    marker.write_text(json.dumps({**data, "fingerprint": "something-else"}))
+    rec.calls.clear()
+    run(tmp_path, make_chain(), rec)
+    assert rec.calls == ["init_vlm"]
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    sys.path.insert(0, {repo!r})
+    from tests.test_runner import make_chain
+    from harness.runner import Runner
+    from harness.store import Store
+
+    def step(ctx):
+        if ctx.stage.name == "train.alignment" and not Path({flag!r}).exists():
+            (ctx.out_dir / "checkpoint-1").mkdir()
+            Path({ready!r}).touch()
+            time.sleep(60)   # killed here
+        (ctx.out_dir / "out.txt").write_text("ok")
+        print("RAN", ctx.stage.name, flush=True)
+
+    Runner(Store(Path({store!r})), Path({run!r}), {{k: step for k in ("init_vlm", "data_prep", "train")}}).run(
+        make_chain(), run_label="run")
+""")
+
+
+def test_sigkill_mid_stage_then_rerun_redoes_only_the_interrupted_stage(tmp_path):
+    repo = str(Path(__file__).resolve().parent.parent)
+    ready, flag = tmp_path / "ready", tmp_path / "second-run"
+    script = KILL_SCRIPT.format(repo=repo, flag=str(flag), ready=str(ready), store=str(tmp_path / "store"),
+                                run=str(tmp_path / "run"))
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not ready.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    status = json.loads((tmp_path / "run/status.json").read_text())
+    assert status["stages"]["train.alignment"]["state"] == "running"
+    assert not (tmp_path / "run/stages/train.alignment/.done.json").exists()
+    flag.touch()
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout
+    ran = [line for line in out.splitlines() if line.startswith("RAN ")]
+    assert ran == ["RAN train.alignment", "RAN train.further_pretrain"]
+    # train is resumable: what the killed attempt left (its checkpoint) is still there
+    assert (tmp_path / "run/stages/train.alignment/checkpoint-1").is_dir()

@@ -1,0 +1,77 @@
+"""The rendered LLaMA-Factory YAMLs carry the paper's recipe (caprl-recipe.md s.1), checked for
+experiment=caprl2m on 4 nodes x 8 GPUs without any GPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.chain import build_chain
+from harness.config import compose_config, to_plain
+from train.batch import BatchError, gradient_accumulation
+from train.launch import all_node_envs, node_env
+from train.render import render_lf_config
+from train.trainable import TrainableMismatch, check_flags
+
+PAPER = {  # stage: (lr, global batch, freeze vision, freeze projector, freeze language)
+    "alignment": (1e-3, 256, True, False, True),
+    "further_pretrain": (4e-5, 256, False, False, False),
+    "sft": (2e-5, 128, False, False, False),
+}
+
+
+def rendered(overrides):
+    cfg = to_plain(compose_config(overrides))
+    out = {}
+    for stage in build_chain(cfg):
+        if stage.kind == "train":
+            out[stage.config["name"]] = render_lf_config(
+                config=stage.config, model_dir=Path("/m"), dataset_dir=Path("/d"), dataset="x",
+                output_dir=Path("/o"), tokenized_path=None, deepspeed_json=Path("/ds.json"))
+    return cfg, out
+
+
+@pytest.mark.parametrize("stage", sorted(PAPER))
+def test_caprl2m_on_4_nodes_x_8_gpus_carries_the_paper_recipe(stage, results_dir):
+    cfg, yamls = rendered(["experiment=caprl2m", "launcher=multinode", "launcher.nnodes=4", "launcher.nproc_per_node=8"])
+    y = yamls[stage]
+    lr, batch, fv, fp, fl = PAPER[stage]
+    assert y["learning_rate"] == lr
+    assert (y["freeze_vision_tower"], y["freeze_multi_modal_projector"], y["freeze_language_model"]) == (fv, fp, fl)
+    assert y["per_device_train_batch_size"] * 32 * y["gradient_accumulation_steps"] == batch
+    assert y["gradient_accumulation_steps"] == batch // (4 * 32)
+    assert y["finetuning_type"] == "full" and y["template"] == "qwen2_vl"
+    assert y["use_reentrant_gc"] is False and y["disable_gradient_checkpointing"] is False
+    assert y["deepspeed"] == "/ds.json" and y["bf16"] is True
+    assert y["image_max_pixels"] == cfg["pixels"]["max_pixels"]
+
+
+def test_one_gpu_gives_the_same_global_batch_by_accumulation(results_dir):
+    _, yamls = rendered(["experiment=caprl2m", "launcher.nproc_per_node=1"])
+    assert yamls["alignment"]["gradient_accumulation_steps"] == 64
+    assert yamls["sft"]["gradient_accumulation_steps"] == 32
+
+
+def test_global_batch_that_does_not_divide_is_an_error():
+    with pytest.raises(BatchError, match=r"global_batch_size 128 is not a multiple of .* 4 x world size 24 = 96"):
+        gradient_accumulation(128, 4, 24)
+
+
+def test_every_node_gets_its_own_rank_and_the_same_master(results_dir):
+    cfg = to_plain(compose_config(["experiment=caprl2m", "launcher=multinode", "launcher.master_addr=10.0.0.1"]))
+    envs = all_node_envs(cfg["launcher"], deepspeed=True)
+    assert [e["NODE_RANK"] for e in envs] == ["0", "1", "2", "3"]
+    assert {e["MASTER_ADDR"] for e in envs} == {"10.0.0.1"}
+    assert {e["NNODES"] for e in envs} == {"4"} and {e["NPROC_PER_NODE"] for e in envs} == {"8"}
+
+
+def test_single_process_without_deepspeed_needs_no_torchrun():
+    assert node_env({"nnodes": 1, "nproc_per_node": 1, "node_rank": 0, "master_addr": "x", "master_port": 1}) == {}
+
+
+def test_trainable_declaration_must_match_the_freeze_flags():
+    spec = {"trainable": "projector", "freeze_vision_tower": True, "freeze_multi_modal_projector": False,
+            "freeze_language_model": False}
+    with pytest.raises(TrainableMismatch, match="trainable='projector' needs .*freeze_language_model=True"):
+        check_flags(spec, "alignment")
