@@ -1,0 +1,48 @@
+"""Evaluation stage: lmms-eval (its CLI, as a subprocess) on one model folder.
+
+    from evaluate import build_command, run_evaluation, prefetch, EvaluationError
+
+    argv, env = build_command(model_dir, out_dir, benchmarks=..., pixels=..., eval_cfg=...)  # plan, ~ms
+    run_evaluation(model_dir, out_dir, benchmarks=..., pixels=..., eval_cfg=..., meta=...)  # -> results.jsonl
+    prefetch(benchmarks)                                                                    # online, once
+
+Inputs
+- model_dir: a complete model folder (weights + tokenizer + processor), or a hub id such as
+  Qwen/Qwen2.5-VL-3B-Instruct for the stock calibration row (read from the HF cache offline).
+- benchmarks: a set from configs/hydra/benchmarks/ (paper_table1, quick, embedded):
+    {name, tasks: [{benchmark, task, metric, judge, [filter], [scale], [local_data], [prefetch]}]}
+  benchmark: the paper's column name; task / metric / filter: lmms-eval's task name and the
+  "<metric>,<filter>" key of its results JSON (filter defaults to "none"); scale: factor to the
+  paper's 0-100 scale (default 100: lmms-eval means of 0/1 scores; 1 where lmms-eval already
+  reports percent); judge: needs an LLM judge; local_data: absolute path of a local data file
+  (the task's lmms-eval YAML lives in evaluate/lmms_tasks/<task>/); prefetch: extra HF datasets
+  the task's code loads, as [{path, name}].
+- pixels: {min_pixels, max_pixels}, the pixel budget shared with training (cfg.pixels).
+- eval_cfg (configs/hydra/eval/):
+    batch_size: 1          scores move with batch size, so 1 unless you know better
+    limit: null            --limit (an int, or a fraction) for smoke runs
+    model: qwen2_5_vl      lmms-eval model backend; "vllm" for its vLLM backend
+    device: cpu            cpu | cuda
+    num_processes: 1       >1 on CUDA: `accelerate launch --num_processes N -m lmms_eval ...`;
+                           with model=vllm: data_parallel_size=N in one process
+    extra_model_args: {}   appended to --model_args (e.g. {attn_implementation: sdpa})
+    offline: true          (optional) HF_HUB_OFFLINE / HF_DATASETS_OFFLINE / TRANSFORMERS_OFFLINE
+- meta: {run, backbone, caption_source}, the paper's labels for the records.
+
+Judge tasks (MathVista, MMBench, MMVet) need the key lmms-eval's judge reads (OPENAI_API_KEY, or
+AZURE_API_KEY etc. by API_TYPE); without it they are left out of the command and recorded as
+n/a, never 0. The key is only ever inherited from the environment; secrets are masked in the log.
+
+Outputs under out_dir: tasks/ (local lmms-eval tasks), lmms_eval/ (lmms-eval's results JSON and
+per-sample logs), lmms_eval.log, and results.jsonl with one record per benchmark appended per run:
+    {run, backbone, caption_source, benchmark, task, metric, value (0-100 or null), n,
+     status ("ok" | "n/a"), reason, lmms_eval_version, model_args, timestamp (ISO 8601 UTC)}
+lmms-eval exits 0 even when the model fails to load, so the stage fails (EvaluationError, with
+the tail of lmms-eval's log) unless its results file has every requested task and metric.
+"""
+
+from evaluate.benchmarks import EvaluationError, prefetch
+from evaluate.command import build_command
+from evaluate.stage import run_evaluation
+
+__all__ = ["EvaluationError", "build_command", "prefetch", "run_evaluation"]

@@ -1,0 +1,270 @@
+"""The embedded world's data: procedurally drawn scenes with caption sources in the public formats.
+
+Each scene is 1-3 coloured shapes (circle / square / triangle) on a plain background, so every
+caption and every benchmark answer can be checked against the scene that produced it. Images
+are 56-112 px per side (multiples of 28: a handful of visual tokens at 28-px patches with the
+2x2 merge), which keeps the whole pipeline on CPU.
+
+    build_synthetic_data(out_dir, n_train=48, n_bench=16, seed=0) writes
+
+    out_dir/images/train/0001.png ...       training images (all caption sources share them)
+    out_dir/images/bench/0001.png ...       held-out images for the benchmark
+    out_dir/sources/caprl_dense.jsonl       CapRL-2M style: {"image", "caption"} (dense, accurate)
+    out_dir/sources/sharegpt4v_sparse.json  ShareGPT4V-PT style conversations (short, vague)
+    out_dir/sources/llava_558k.json         LLaVA-558K style (BLIP-like one-liners), alignment stage
+    out_dir/sources/open_llava_next.json    Open-LLaVA-NeXT-mix style multi-turn Q/A + text-only rows
+    out_dir/bench/vqa.jsonl                 {"id", "image" (absolute), "question", "answer", "choices"}
+    out_dir/texts.txt                       every caption, prompt, question and answer (tokenizer corpus)
+
+Image paths in sources/ are relative to out_dir/images, as in the public releases. Output is a
+pure function of the seed (and of out_dir for the absolute paths in bench/vqa.jsonl).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+SIDES = (56, 84, 112)
+SHAPES = ("circle", "square", "triangle")
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (240, 210, 40),
+    "purple": (140, 60, 180),
+    "orange": (245, 140, 30),
+}
+BACKGROUNDS = {"white": (250, 250, 250), "black": (15, 15, 15), "gray": (128, 128, 128)}
+COLUMNS = ("left", "center", "right")
+ROWS = ("top", "middle", "bottom")
+NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
+
+# Prompts as they appear in the public releases (several variants each).
+SHAREGPT4V_PROMPTS = (
+    "What do you see happening in this image?",
+    "Analyze the image in a comprehensive and detailed manner.",
+    "Describe the image.",
+)
+LLAVA_PROMPTS = (
+    "Give a brief description of the image.",
+    "Render a clear and concise summary of the photo.",
+    "Provide a brief description of the given image.",
+)
+
+# The benchmark's question forms; SFT rows use the same forms on training images.
+ONE_WORD = "Answer with one word."
+
+
+def build_synthetic_data(out_dir: Path, *, n_train: int = 48, n_bench: int = 16, seed: int = 0) -> dict:
+    """Write the world's images, caption sources and VQA benchmark; return their paths."""
+    out_dir = Path(out_dir).resolve()
+    rng = random.Random(seed)
+    train = [_draw_scene(rng) for _ in range(n_train)]
+    bench = [_draw_scene(rng) for _ in range(n_bench)]
+
+    train_rel = _save_images(out_dir / "images", "train", train)
+    bench_rel = _save_images(out_dir / "images", "bench", bench)
+
+    dense = [{"image": rel, "caption": dense_caption(s, rng)} for rel, s in zip(train_rel, train)]
+    sparse = [_conversation(f"{i:09d}", rel, f"<image>\n{rng.choice(SHAREGPT4V_PROMPTS)}", sparse_caption(s, rng))
+              for i, (rel, s) in enumerate(zip(train_rel, train))]
+    llava = [_conversation(f"{i:09d}", rel, _llava_prompt(rng), blip_caption(s, rng))
+             for i, (rel, s) in enumerate(zip(train_rel, train))]
+    sft = _sft_rows(train_rel, train, rng)
+    vqa = []
+    for i, (rel, s) in enumerate(zip(bench_rel, bench)):
+        for k, (q, a, choices) in enumerate(rng.sample(questions(s), 2)):
+            vqa.append({"id": f"bench_{i + 1:04d}_{k}", "image": str(out_dir / "images" / rel),
+                        "question": q, "answer": a, "choices": list(choices)})
+
+    paths = {
+        "images": out_dir / "images",
+        "caprl_dense": out_dir / "sources" / "caprl_dense.jsonl",
+        "sharegpt4v_sparse": out_dir / "sources" / "sharegpt4v_sparse.json",
+        "llava_558k": out_dir / "sources" / "llava_558k.json",
+        "open_llava_next": out_dir / "sources" / "open_llava_next.json",
+        "bench_vqa": out_dir / "bench" / "vqa.jsonl",
+        "texts": out_dir / "texts.txt",
+    }
+    _write_jsonl(paths["caprl_dense"], dense)
+    _write_json(paths["sharegpt4v_sparse"], sparse)
+    _write_json(paths["llava_558k"], llava)
+    _write_json(paths["open_llava_next"], sft)
+    _write_jsonl(paths["bench_vqa"], vqa)
+    paths["texts"].write_text("\n".join(_corpus(dense, sparse, llava, sft, vqa)) + "\n")
+    return paths
+
+
+# ---------------------------------------------------------------- scenes
+
+def _draw_scene(rng: random.Random) -> dict:
+    width, height = rng.choice(SIDES), rng.choice(SIDES)
+    n = rng.randint(1, 3)
+    shapes = rng.sample(SHAPES, n)            # distinct shapes: "the circle" is unambiguous
+    colours = rng.sample(sorted(COLOURS), n)  # distinct colours: "the red object" too
+    columns = sorted(rng.sample(range(3), n))
+    objects = [{"shape": sh, "colour": c, "column": COLUMNS[col], "row": rng.choice(ROWS),
+                "size": rng.choice(("small", "large"))}
+               for sh, c, col in zip(shapes, colours, columns)]
+    scene = {"width": width, "height": height, "background": rng.choice(sorted(BACKGROUNDS)), "objects": objects}
+    scene["image"] = _render(scene)
+    return scene
+
+
+def _render(scene: dict) -> Image.Image:
+    w, h = scene["width"], scene["height"]
+    img = Image.new("RGB", (w, h), BACKGROUNDS[scene["background"]])
+    draw = ImageDraw.Draw(img)
+    for obj in scene["objects"]:
+        cx = (COLUMNS.index(obj["column"]) + 0.5) * w / 3
+        cy = (ROWS.index(obj["row"]) + 0.5) * h / 3
+        r = min(w, h) * (0.09 if obj["size"] == "small" else 0.15)
+        box = (round(cx - r), round(cy - r), round(cx + r), round(cy + r))
+        fill = COLOURS[obj["colour"]]
+        if obj["shape"] == "circle":
+            draw.ellipse(box, fill=fill)
+        elif obj["shape"] == "square":
+            draw.rectangle(box, fill=fill)
+        else:
+            draw.polygon([(box[0], box[3]), (box[2], box[3]), (round(cx), box[1])], fill=fill)
+    return img
+
+
+def _save_images(root: Path, split: str, scenes: list[dict]) -> list[str]:
+    (root / split).mkdir(parents=True, exist_ok=True)
+    rels = []
+    for i, s in enumerate(scenes):
+        rel = f"{split}/{i + 1:04d}.png"
+        s["image"].save(root / rel, format="PNG")
+        rels.append(rel)
+    return rels
+
+
+# ---------------------------------------------------------------- captions
+
+def _where(obj: dict) -> str:
+    column = {"left": "on the left", "center": "in the center", "right": "on the right"}[obj["column"]]
+    row = {"top": "near the top", "middle": "halfway down", "bottom": "near the bottom"}[obj["row"]]
+    return f"{column}, {row}"
+
+
+def dense_caption(scene: dict, rng: random.Random) -> str:
+    """Every object with colour, size, shape and position, the background and the image size."""
+    objs = scene["objects"]
+    n = len(objs)
+    count = f"{NUMBER_WORDS[n]} shape" + ("s" if n > 1 else "")
+    opening = rng.choice((
+        f"The image shows {count} on a plain {scene['background']} background.",
+        f"This is a simple drawing of {count} against a {scene['background']} background.",
+        f"On a {scene['background']} background there {'are' if n > 1 else 'is'} {count}.",
+    ))
+    parts = [opening]
+    for obj in objs:
+        parts.append(f"{_where(obj).capitalize()} there is a {obj['size']} {obj['colour']} {obj['shape']}.")
+    if n > 1:
+        order = ", ".join(f"{o['colour']} {o['shape']}" for o in objs)
+        parts.append(f"From left to right: {order}.")
+    parts.append(f"The picture is {scene['width']} pixels wide and {scene['height']} pixels tall.")
+    return " ".join(parts)
+
+
+def sparse_caption(scene: dict, rng: random.Random) -> str:
+    """Short and vague: what an uninformative web-style caption would say."""
+    shape = scene["objects"][0]["shape"]
+    return rng.choice((
+        "A simple drawing of some shapes.",
+        "Geometric shapes on a plain background.",
+        f"An abstract picture with a {shape}.",
+        "A minimalist graphic.",
+    ))
+
+
+def blip_caption(scene: dict, rng: random.Random) -> str:
+    """BLIP-style one-liner: one object, lower case, no full stop."""
+    obj = rng.choice(scene["objects"])
+    return rng.choice((f"a {obj['colour']} {obj['shape']}", f"a {obj['shape']} on a {scene['background']} background"))
+
+
+def _llava_prompt(rng: random.Random) -> str:
+    prompt = rng.choice(LLAVA_PROMPTS)
+    return f"{prompt}\n<image>" if rng.random() < 0.5 else f"<image>\n{prompt}"
+
+
+def _conversation(row_id: str, image: str, human: str, gpt: str) -> dict:
+    return {"id": row_id, "image": image,
+            "conversations": [{"from": "human", "value": human}, {"from": "gpt", "value": gpt}]}
+
+
+# ---------------------------------------------------------------- questions
+
+def questions(scene: dict) -> list[tuple[str, str, tuple[str, ...]]]:
+    """(question, answer, choices) triples that the scene answers; the benchmark and SFT share them."""
+    objs = scene["objects"]
+    out = [
+        ("How many shapes are in the image? Answer with one number.", str(len(objs)), ("1", "2", "3")),
+        (f"What colour is the background? {ONE_WORD}", scene["background"], tuple(sorted(BACKGROUNDS))),
+    ]
+    for o in objs:
+        out.append((f"What colour is the {o['shape']}? {ONE_WORD}", o["colour"], tuple(sorted(COLOURS))))
+        out.append((f"What shape is the {o['colour']} object? {ONE_WORD}", o["shape"], SHAPES))
+        out.append((f"Is the {o['colour']} {o['shape']} on the left, in the center, or on the right? {ONE_WORD}",
+                    o["column"], COLUMNS))
+    return out
+
+
+TEXT_ONLY_QA = (
+    ("What colour do you get by mixing blue and yellow? Answer with one word.", "green"),
+    ("What colour do you get by mixing red and yellow? Answer with one word.", "orange"),
+    ("What colour do you get by mixing red and blue? Answer with one word.", "purple"),
+    ("How many sides does a triangle have? Answer with one number.", "3"),
+    ("How many corners does a square have? Answer with one number.", "4"),
+    ("Which shape has no corners? Answer with one word.", "circle"),
+    ("Name a shape with three sides. Answer with one word.", "triangle"),
+    ("What colour is the sky on a clear day? Answer with one word.", "blue"),
+)
+
+
+def _sft_rows(rels: list[str], scenes: list[dict], rng: random.Random) -> list[dict]:
+    rows = []
+    for i, (rel, s) in enumerate(zip(rels, scenes)):
+        turns = rng.sample(questions(s), min(3, len(questions(s))))
+        conv = []
+        for k, (q, a, _) in enumerate(turns):
+            conv.append({"from": "human", "value": f"<image>\n{q}" if k == 0 else q})
+            conv.append({"from": "gpt", "value": a})
+        rows.append({"id": f"sft_{i + 1:06d}", "image": rel, "conversations": conv})
+    # Text-only rows, as in Open-LLaVA-NeXT-mix: no "image" key at all.
+    for j in range(max(1, len(scenes) // 4)):
+        q, a = TEXT_ONLY_QA[j % len(TEXT_ONLY_QA)]
+        rows.append({"id": f"text_{j + 1:06d}",
+                     "conversations": [{"from": "human", "value": q}, {"from": "gpt", "value": a}]})
+    return rows
+
+
+# ---------------------------------------------------------------- files
+
+def _corpus(dense, sparse, llava, sft, vqa) -> list[str]:
+    lines = [r["caption"] for r in dense]
+    for rows in (sparse, llava, sft):
+        for r in rows:
+            lines += [t["value"].replace("<image>", "").strip() for t in r["conversations"]]
+    for r in vqa:
+        lines += [r["question"], r["answer"]]
+    # Every possible answer as a line of its own, so the tokenizer learns it as a word at the
+    # start of a reply (where the model's answer begins).
+    lines += list(COLOURS) + list(BACKGROUNDS) + list(SHAPES) + list(COLUMNS) + ["1", "2", "3", "4"]
+    return lines
+
+
+def _write_json(path: Path, rows: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=1) + "\n")
+
+
+def _write_jsonl(path: Path, rows: list) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))

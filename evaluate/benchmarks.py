@@ -1,0 +1,195 @@
+"""Benchmark sets (configs/hydra/benchmarks/*.yaml), the installed lmms-eval's task YAMLs, judge keys,
+the offline dataset check and prefetch. Nothing here imports torch or lmms_eval."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Mapping
+
+import yaml
+
+
+class EvaluationError(Exception):
+    """The evaluation stage cannot produce scores; the message says which task and what to do."""
+
+
+REQUIRED_KEYS = ("benchmark", "task", "metric", "judge")
+
+# lmms-eval's LLM judge reads API_TYPE (default openai) and then one provider-specific variable
+# (lmms_eval/llm_judge/providers/*.py, tasks/mmbench/en_utils.py). Only the names live here.
+JUDGE_KEY_VARS = {
+    "openai": "OPENAI_API_KEY",
+    "async_openai": "OPENAI_API_KEY",
+    "azure": "AZURE_API_KEY",
+    "async_azure": "AZURE_API_KEY",
+    "bedrock": "AWS_BEARER_TOKEN_BEDROCK",
+    "local": "LLM_JUDGE_URL",
+}
+
+
+def task_entries(benchmarks: Mapping) -> list[dict]:
+    """The set's task rows, checked; defaults filled (filter "none", scale 100, no local data)."""
+    rows = list(benchmarks.get("tasks") or [])
+    if not rows:
+        raise EvaluationError(f"benchmark set {benchmarks.get('name')!r} lists no tasks")
+    out = []
+    for row in rows:
+        missing = [k for k in REQUIRED_KEYS if k not in row]
+        if missing:
+            raise EvaluationError(f"benchmark set {benchmarks.get('name')!r}: row {dict(row)} lacks {missing}")
+        local = row.get("local_data")
+        if local is not None and str(local).startswith("world://"):
+            raise EvaluationError(f"task {row['task']}: local_data {local} was not resolved to a folder")
+        out.append({"filter": "none", "scale": 100, "local_data": None, **dict(row)})
+    return out
+
+
+def judge_key_status(env: Mapping[str, str] | None = None) -> tuple[bool, str]:
+    """(available, reason): whether lmms-eval's judge would find credentials. Never returns the key."""
+    env = os.environ if env is None else env
+    api_type = env.get("API_TYPE", "openai").strip().lower()
+    var = JUDGE_KEY_VARS.get(api_type)
+    if var is None:
+        return False, f"judge task: API_TYPE={api_type} is not a judge provider this stage accepts"
+    if not env.get(var, "").strip():
+        return False, f"judge task: no {var} in the environment (API_TYPE={api_type})"
+    return True, ""
+
+
+def split_judge(entries: list[dict], env: Mapping[str, str] | None = None) -> tuple[list[dict], dict[str, str]]:
+    """Runnable entries, and {task: reason} for judge tasks skipped for lack of a key."""
+    ok, reason = judge_key_status(env)
+    if ok:
+        return entries, {}
+    return [e for e in entries if not e["judge"]], {e["task"]: reason for e in entries if e["judge"]}
+
+
+# ---------------------------------------------------------------- installed lmms-eval task YAMLs
+
+class _TagTolerantLoader(yaml.SafeLoader):
+    """Reads task YAMLs without executing `!function` tags (they become None)."""
+
+
+_TagTolerantLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
+
+
+def lmms_eval_tasks_dir() -> Path:
+    spec = importlib.util.find_spec("lmms_eval")   # locates the package without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise EvaluationError("lmms-eval is not installed in this environment")
+    return Path(list(spec.submodule_search_locations)[0]) / "tasks"
+
+
+@lru_cache(maxsize=1)
+def _task_index() -> dict[str, Path]:
+    """{task name: YAML file} over the installed lmms-eval's task folder (one regex pass, no YAML parsing)."""
+    pattern = re.compile(r"^task:\s*[\"']?([^\s\"'#]+)[\"']?\s*$", re.M)
+    index: dict[str, Path] = {}
+    for path in sorted(lmms_eval_tasks_dir().rglob("*.yaml")):
+        for name in pattern.findall(path.read_text(errors="replace")):
+            index.setdefault(name, path)
+    return index
+
+
+@lru_cache(maxsize=None)
+def task_yaml(task: str) -> dict | None:
+    """The installed lmms-eval's config of `task` (includes merged), or None when no YAML defines it."""
+    path = _task_index().get(task)
+    return _load_with_includes(path) if path else None
+
+
+def _load_with_includes(path: Path) -> dict:
+    cfg = yaml.load(path.read_text(), Loader=_TagTolerantLoader) or {}
+    include = cfg.pop("include", None)
+    if include:
+        base = _load_with_includes(path.parent / include)
+        cfg = {**base, **cfg}
+    return cfg
+
+
+def task_metrics(task: str) -> list[str]:
+    cfg = task_yaml(task) or {}
+    return [m["metric"] for m in cfg.get("metric_list") or [] if isinstance(m, dict) and "metric" in m]
+
+
+def hub_datasets(entry: Mapping) -> list[dict]:
+    """The HF datasets a task reads: its dataset_path/dataset_name plus the row's extra `prefetch` list."""
+    cfg = task_yaml(entry["task"])
+    if cfg is None:
+        raise EvaluationError(f"task {entry['task']} is not defined by the installed lmms-eval")
+    out = [{"path": cfg["dataset_path"], "name": cfg.get("dataset_name")}]
+    out += [{"path": d["path"], "name": d.get("name")} for d in entry.get("prefetch") or []]
+    return out
+
+
+# ---------------------------------------------------------------- offline check and prefetch
+
+def _datasets_cache_dirs(env: Mapping[str, str]) -> list[Path]:
+    hf_home = Path(os.path.expanduser(env.get("HF_HOME", "~/.cache/huggingface")))
+    dirs = [env.get("LMMS_EVAL_DATASETS_CACHE"), env.get("HF_DATASETS_CACHE"), hf_home / "datasets"]
+    return [Path(os.path.expanduser(str(d))) for d in dirs if d]
+
+
+def _hub_cache_dirs(env: Mapping[str, str]) -> list[Path]:
+    hf_home = Path(os.path.expanduser(env.get("HF_HOME", "~/.cache/huggingface")))
+    dirs = [env.get("HF_HUB_CACHE"), env.get("HUGGINGFACE_HUB_CACHE"), hf_home / "hub"]
+    return [Path(os.path.expanduser(str(d))) for d in dirs if d]
+
+
+def _squash(name: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+def dataset_cached(repo_id: str, env: Mapping[str, str] | None = None) -> bool:
+    """Whether `datasets` or the hub cache hold anything of `repo_id` (datasets snake-cases names)."""
+    env = os.environ if env is None else env
+    org, _, name = repo_id.rpartition("/")
+    hub_dir = "datasets--" + repo_id.replace("/", "--")
+    if any((d / hub_dir).is_dir() for d in _hub_cache_dirs(env)):
+        return True
+    want = (org.lower(), _squash(name))
+    for d in _datasets_cache_dirs(env):
+        if d.is_dir():
+            for child in d.iterdir():
+                o, sep, n = child.name.partition("___")
+                if sep and (o.lower(), _squash(n)) == want:
+                    return True
+    return False
+
+
+def missing_datasets(entries: list[dict], env: Mapping[str, str] | None = None) -> dict[str, list[str]]:
+    """{task: [dataset ids not in the local caches]} for the hub-backed entries."""
+    missing = {}
+    for e in entries:
+        if e.get("local_data"):
+            continue
+        absent = [d["path"] for d in hub_datasets(e) if not dataset_cached(d["path"], env)]
+        if absent:
+            missing[e["task"]] = absent
+    return missing
+
+
+def prefetch(benchmarks: Mapping, log=print) -> None:
+    """Download every HF dataset the set's tasks read into the caches lmms-eval reads offline."""
+    entries = [e for e in task_entries(benchmarks) if not e.get("local_data")]
+    if not entries:
+        log(f"benchmark set {benchmarks.get('name')!r}: local data only, nothing to prefetch")
+        return
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0") or os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("", "0"):
+        raise EvaluationError("prefetch needs the network, but HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set; "
+                              "unset them and run it on a machine that can reach the Hugging Face Hub")
+    import datasets
+
+    cache_dir = str(_datasets_cache_dirs(os.environ)[0])
+    for e in entries:
+        for d in hub_datasets(e):
+            log(f"prefetch {e['benchmark']} ({e['task']}): {d['path']}" + (f" [{d['name']}]" if d["name"] else ""))
+            try:
+                datasets.load_dataset(d["path"], d["name"], cache_dir=cache_dir)
+            except Exception as exc:  # noqa: BLE001 - re-raised with the task named
+                raise EvaluationError(f"prefetch of {d['path']} for task {e['task']} failed: {exc}. "
+                                      "Gated datasets need `huggingface-cli login` (HF_TOKEN) first.") from exc

@@ -1,0 +1,91 @@
+"""The embedded world's data: deterministic, in the public formats, dense beats sparse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from PIL import Image
+
+from embedded.synthetic import BACKGROUNDS, COLOURS, SHAPES, build_synthetic_data
+
+N_TRAIN, N_BENCH = 12, 5
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_byte_identical_files(tmp_path):
+    a = build_synthetic_data(tmp_path / "a", n_train=N_TRAIN, n_bench=N_BENCH, seed=3)
+    first = _tree(tmp_path / "a")
+    build_synthetic_data(tmp_path / "a", n_train=N_TRAIN, n_bench=N_BENCH, seed=3)
+    assert _tree(tmp_path / "a") == first
+    # A second folder differs only in the absolute image paths of the benchmark.
+    build_synthetic_data(tmp_path / "b", n_train=N_TRAIN, n_bench=N_BENCH, seed=3)
+    other = _tree(tmp_path / "b")
+    assert other.keys() == first.keys()
+    assert other["bench/vqa.jsonl"].replace(str(tmp_path / "b").encode(), str(tmp_path / "a").encode()) \
+        == first["bench/vqa.jsonl"]
+    assert all(other[k] == first[k] for k in first if k != "bench/vqa.jsonl")
+    # A different seed draws a different world.
+    build_synthetic_data(tmp_path / "c", n_train=N_TRAIN, n_bench=N_BENCH, seed=4)
+    assert Path(a["caprl_dense"]).read_bytes() != (tmp_path / "c/sources/caprl_dense.jsonl").read_bytes()
+
+
+def test_public_formats_and_images(tmp_path):
+    p = build_synthetic_data(tmp_path, n_train=N_TRAIN, n_bench=N_BENCH, seed=0)
+    images = Path(p["images"])
+    dense = [json.loads(line) for line in Path(p["caprl_dense"]).read_text().splitlines()]
+    sparse = json.loads(Path(p["sharegpt4v_sparse"]).read_text())
+    llava = json.loads(Path(p["llava_558k"]).read_text())
+    sft = json.loads(Path(p["open_llava_next"]).read_text())
+
+    assert [set(r) for r in dense] == [{"image", "caption"}] * N_TRAIN
+    # Same images in every caption source, relative to images/.
+    assert [r["image"] for r in dense] == [r["image"] for r in sparse] == [r["image"] for r in llava]
+    for r in sparse + llava:
+        assert set(r) == {"id", "image", "conversations"}
+        human, gpt = r["conversations"]
+        assert human["from"] == "human" and human["value"].count("<image>") == 1
+        assert gpt["from"] == "gpt" and gpt["value"]
+    for rel in {r["image"] for r in dense}:
+        w, h = Image.open(images / rel).size
+        assert 56 <= w <= 112 and 56 <= h <= 112 and w % 28 == 0 and h % 28 == 0
+
+    with_image = [r for r in sft if "image" in r]
+    text_only = [r for r in sft if "image" not in r]
+    assert len(with_image) == N_TRAIN and text_only
+    assert all(len(r["conversations"]) >= 4 for r in with_image)   # multi-turn
+    assert all("<image>" not in t["value"] for r in text_only for t in r["conversations"])
+    assert all(sum(t["value"].count("<image>") for t in r["conversations"]) == 1 for r in with_image)
+
+    texts = Path(p["texts"]).read_text()
+    assert dense[0]["caption"] in texts and sparse[0]["conversations"][1]["value"] in texts
+
+
+def test_dense_captions_are_longer_and_more_informative(tmp_path):
+    p = build_synthetic_data(tmp_path, n_train=N_TRAIN, n_bench=N_BENCH, seed=0)
+    dense = [json.loads(line)["caption"] for line in Path(p["caprl_dense"]).read_text().splitlines()]
+    sparse = [r["conversations"][1]["value"] for r in json.loads(Path(p["sharegpt4v_sparse"]).read_text())]
+    vocab = set(COLOURS) | set(BACKGROUNDS) | set(SHAPES) | {"left", "center", "right", "top", "bottom"}
+
+    def facts(text: str) -> int:
+        return len(vocab & set(text.lower().replace(".", " ").replace(",", " ").split()))
+
+    for d, s in zip(dense, sparse):
+        assert len(d.split()) > 2 * len(s.split())
+        assert facts(d) > facts(s)
+    assert all(c not in " ".join(sparse) for c in COLOURS)   # sparse captions never name a colour
+
+
+def test_benchmark_rows_are_closed_form_and_answerable(tmp_path):
+    p = build_synthetic_data(tmp_path, n_train=N_TRAIN, n_bench=N_BENCH, seed=0)
+    rows = [json.loads(line) for line in Path(p["bench_vqa"]).read_text().splitlines()]
+    assert len(rows) == 2 * N_BENCH and len({r["id"] for r in rows}) == len(rows)
+    train_images = {r["image"] for r in map(json.loads, Path(p["caprl_dense"]).read_text().splitlines())}
+    for r in rows:
+        assert set(r) == {"id", "image", "question", "answer", "choices"}
+        assert Path(r["image"]).is_absolute() and Path(r["image"]).is_file()
+        assert "/bench/" in r["image"] and not any(r["image"].endswith(t) for t in train_images)
+        assert r["answer"] in r["choices"] and len(r["answer"].split()) == 1
