@@ -63,7 +63,11 @@ def build_chain(cfg: Mapping) -> list[Stage]:
     stages += _data_prep(cfg)
     stages += _training(cfg)
     stages.append(_evaluate(cfg, model_from=stages[-1].name))
-    stages.append(Stage("report", "report", config={"run": run_label(cfg)}, inputs={"results": "evaluate"},
+    report_inputs = {"results": "evaluate"}
+    if cfg["eval"].get("reference_model"):
+        stages.append(_reference(cfg))
+        report_inputs["reference"] = "evaluate.reference"
+    stages.append(Stage("report", "report", config={"run": run_label(cfg)}, inputs=report_inputs,
                         summary="ablation table of this run"))
     return _until(stages, cfg.get("until"))
 
@@ -122,10 +126,30 @@ def _training(cfg: Mapping) -> list[Stage]:
     return out
 
 
+def _eval_settings(cfg: Mapping) -> dict:
+    # The reference model is its own stage; it must not change the trained model's fingerprint.
+    return {k: v for k, v in cfg["eval"].items() if k != "reference_model"}
+
+
+def _reference(cfg: Mapping) -> Stage:
+    """A stock model evaluated with the same settings: a calibration row (pain point 14).
+    Independent of the caption source, so one evaluation serves a whole sweep."""
+    ref = cfg["eval"]["reference_model"]
+    config = {
+        "model": ref,
+        "benchmarks": dict(cfg["benchmarks"]),
+        "eval": _eval_settings(cfg),
+        "pixels": dict(cfg["pixels"]),
+        "meta": {"run": f"reference/{ref}", "backbone": cfg["backbone"]["label"],
+                 "caption_source": f"reference: {ref}"},
+    }
+    return _stage("evaluate.reference", "evaluate", config, summary=f"lmms-eval on the stock model {ref}")
+
+
 def _evaluate(cfg: Mapping, model_from: str) -> Stage:
     config = {
         "benchmarks": dict(cfg["benchmarks"]),
-        "eval": dict(cfg["eval"]),
+        "eval": _eval_settings(cfg),
         "pixels": dict(cfg["pixels"]),
         "meta": {"run": run_label(cfg), "backbone": cfg["backbone"]["label"],
                  "caption_source": cfg["captions"]["label"]},

@@ -43,7 +43,8 @@ def _details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mapping) ->
     if stage.kind == "train":
         return _train_details(stage, config, dirs, cfg)
     if stage.kind == "evaluate":
-        return _eval_details(config, dirs[stage.name], Path(dirs[stage.inputs["model"]]))
+        model = config["model"] if "model" in config else dirs[stage.inputs["model"]] / "model"
+        return _eval_details(config, dirs[stage.name], model)
     return []
 
 
@@ -76,9 +77,9 @@ def _train_details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mappi
     return lines
 
 
-def _eval_details(config: dict, out: Path, model_stage_dir: Path) -> list[str]:
+def _eval_details(config: dict, out: Path, model) -> list[str]:
     from evaluate import build_command
 
-    argv, env = build_command(model_stage_dir / "model", out, benchmarks=config["benchmarks"],
+    argv, env = build_command(model, out, benchmarks=config["benchmarks"],
                               pixels=config["pixels"], eval_cfg=config["eval"])
     return [f"command: {shell_line(argv, env)}"]

@@ -46,7 +46,9 @@ def evaluate(ctx: StageContext) -> dict:
     from evaluate import run_evaluation
 
     c = ctx.config
-    results = run_evaluation(ctx.inputs["model"] / "model", ctx.out_dir, benchmarks=c["benchmarks"],
+    # A trained model comes from the upstream stage; a reference model is named in the config.
+    model = c["model"] if "model" in c else ctx.inputs["model"] / "model"
+    results = run_evaluation(model, ctx.out_dir, benchmarks=c["benchmarks"],
                              pixels=c["pixels"], eval_cfg=c["eval"], meta=c["meta"], log=ctx.log)
     records = [json.loads(line) for line in Path(results).read_text().splitlines() if line.strip()]
     return {"scores": {r["benchmark"]: r["value"] for r in records}}
@@ -55,7 +57,7 @@ def evaluate(ctx: StageContext) -> dict:
 def report(ctx: StageContext) -> dict:
     from report import collect_records, write_report
 
-    records = collect_records([ctx.inputs["results"]])
+    records = collect_records(list(ctx.inputs.values()))
     paths = write_report(records, ctx.out_dir, paper_csv=None, title=f"Results of {ctx.config['run']}")
     markdown = paths.get("markdown_text") or (ctx.out_dir / "table.md").read_text()
     ctx.log("\n" + str(markdown))
