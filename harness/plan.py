@@ -78,7 +78,7 @@ def _train_details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mappi
 
 
 def _eval_details(config: dict, out: Path, model) -> list[str]:
-    from evaluate import build_command
+    from evaluation import build_command
 
     argv, env = build_command(model, out, benchmarks=config["benchmarks"],
                               pixels=config["pixels"], eval_cfg=config["eval"])

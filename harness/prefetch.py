@@ -46,7 +46,7 @@ def prefetch(overrides: list[str], log=print) -> int:
             source = cfg[role]
             if source.get("hub") and not uses_world(source):
                 download_dataset(source, log)
-        from evaluate import prefetch as prefetch_benchmarks
+        from evaluation import prefetch as prefetch_benchmarks
 
         prefetch_benchmarks(cfg["benchmarks"], log=log)
     except Exception as exc:  # noqa: BLE001 - one line for the user, whatever failed

@@ -43,7 +43,7 @@ def train(ctx: StageContext) -> dict:
 
 
 def evaluate(ctx: StageContext) -> dict:
-    from evaluate import run_evaluation
+    from evaluation import run_evaluation
 
     c = ctx.config
     # A trained model comes from the upstream stage; a reference model is named in the config.

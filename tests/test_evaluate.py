@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from evaluate import EvaluationError, build_command, prefetch, run_evaluation
-from evaluate.benchmarks import task_entries, task_metrics, task_yaml
-from evaluate.stage import RECORD_KEYS, _run_logged, read_scores
+from evaluation import EvaluationError, build_command, prefetch, run_evaluation
+from evaluation.benchmarks import task_entries, task_metrics, task_yaml
+from evaluation.stage import RECORD_KEYS, _run_logged, read_scores
 from tests.conftest import REPO
 
 SETS = REPO / "configs/hydra/benchmarks"

@@ -14,8 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Mapping
 
-from evaluate.benchmarks import EvaluationError, missing_datasets, split_judge, task_entries
-from evaluate.command import build_command, eval_settings, model_args
+from evaluation.benchmarks import EvaluationError, missing_datasets, split_judge, task_entries
+from evaluation.command import build_command, eval_settings, model_args
 
 TASK_TEMPLATES = Path(__file__).parent / "lmms_tasks"
 LOG_TAIL_LINES = 40
@@ -84,7 +84,7 @@ def lmms_eval_version() -> str:
 # ---------------------------------------------------------------- local tasks
 
 def write_local_tasks(entries: list[dict], tasks_dir: Path) -> None:
-    """Copy each local task's template folder (evaluate/lmms_tasks/<task>/) with its data file's path filled in."""
+    """Copy each local task's template folder (evaluation/lmms_tasks/<task>/) with its data file's path filled in."""
     for e in entries:
         if not e.get("local_data"):
             continue
@@ -110,7 +110,7 @@ def _check_offline_data(entries: list[dict]) -> None:
         raise EvaluationError("offline evaluation, but these tasks' datasets are not in the Hugging Face cache:\n"
                               + "\n".join(lines)
                               + "\npre-fetch them online with `python -m harness prefetch benchmarks=<set>` "
-                                "(evaluate.prefetch), or set eval.offline=false")
+                                "(python -m harness prefetch), or set eval.offline=false")
 
 
 # ---------------------------------------------------------------- subprocess

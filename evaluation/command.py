@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-from evaluate.benchmarks import EvaluationError, split_judge, task_entries
+from evaluation.benchmarks import EvaluationError, split_judge, task_entries
 
 # Offline by default (pain point 13): tasks read the HF caches or local files only.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}

@@ -1,6 +1,6 @@
 """Evaluation stage: lmms-eval (its CLI, as a subprocess) on one model folder.
 
-    from evaluate import build_command, run_evaluation, prefetch, EvaluationError
+    from evaluation import build_command, run_evaluation, prefetch, EvaluationError
 
     argv, env = build_command(model_dir, out_dir, benchmarks=..., pixels=..., eval_cfg=...)  # plan, ~ms
     run_evaluation(model_dir, out_dir, benchmarks=..., pixels=..., eval_cfg=..., meta=...)  # -> results.jsonl
@@ -15,7 +15,7 @@ Inputs
   "<metric>,<filter>" key of its results JSON (filter defaults to "none"); scale: factor to the
   paper's 0-100 scale (default 100: lmms-eval means of 0/1 scores; 1 where lmms-eval already
   reports percent); judge: needs an LLM judge; local_data: absolute path of a local data file
-  (the task's lmms-eval YAML lives in evaluate/lmms_tasks/<task>/); prefetch: extra HF datasets
+  (the task's lmms-eval YAML lives in evaluation/lmms_tasks/<task>/); prefetch: extra HF datasets
   the task's code loads, as [{path, name}].
 - pixels: {min_pixels, max_pixels}, the pixel budget shared with training (cfg.pixels).
 - eval_cfg (configs/hydra/eval/):
@@ -41,8 +41,8 @@ lmms-eval exits 0 even when the model fails to load, so the stage fails (Evaluat
 the tail of lmms-eval's log) unless its results file has every requested task and metric.
 """
 
-from evaluate.benchmarks import EvaluationError, prefetch
-from evaluate.command import build_command
-from evaluate.stage import run_evaluation
+from evaluation.benchmarks import EvaluationError, prefetch
+from evaluation.command import build_command
+from evaluation.stage import run_evaluation
 
 __all__ = ["EvaluationError", "build_command", "prefetch", "run_evaluation"]
