@@ -33,7 +33,7 @@ def test_embedded_run_completes_and_writes_a_table(shared_results):
     assert (rd / "config.yaml").exists() and all((rd / "logs" / f"{s}.log").exists() for s in CHAIN)
     records = [json.loads(x) for x in (stage_dir(rd, "evaluate") / "results.jsonl").read_text().splitlines()]
     assert [r["benchmark"] for r in records] == ["SynthVQA"]
-    assert records[0]["status"] == "ok" and 0.0 <= records[0]["value"] <= 100.0 and records[0]["n"] == 16
+    assert records[0]["status"] == "ok" and 0.0 <= records[0]["value"] <= 100.0 and records[0]["n"] == 32
     table = (stage_dir(rd, "report") / "table.md").read_text()
     assert "SynthVQA" in table and "Synthetic-Dense" in table
     assert "SynthVQA" in proc.stdout  # the table is printed at the end
