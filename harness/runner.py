@@ -55,14 +55,20 @@ def _link(run_dir: Path, name: str, target: Path) -> None:
 
 class Runner:
     def __init__(self, store: Store, run_dir: Path, steps: Mapping[str, Callable[[StageContext], Any]],
-                 run_cfg: dict | None = None):
+                 run_cfg: dict | None = None, poll_seconds: float = 10.0):
         self.store, self.run_dir, self.steps = store, Path(run_dir), steps
         self.run_cfg = run_cfg or {}
+        # Multi-node: every node runs the same job; only node 0 computes and marks stages done.
+        # The others join training (their torchrun ranks) and otherwise wait for node 0.
+        rank = int(self.run_cfg.get("launcher", {}).get("node_rank", 0) or 0)
+        self.follower = rank > 0
+        self.suffix = f".node{rank}" if self.follower else ""   # followers never overwrite node 0's files
+        self.poll_seconds = poll_seconds
 
     def run(self, chain: list[Stage], *, run_label: str, force: list[str] = ()) -> RunStatus:
         fps = chain_fingerprints(chain)
         (self.run_dir / "logs").mkdir(parents=True, exist_ok=True)
-        status = RunStatus(self.run_dir, run_label, [s.name for s in chain])
+        status = RunStatus(self.run_dir, run_label, [s.name for s in chain], suffix=self.suffix)
         dirs: dict[str, Path] = {}
         for stage in chain:
             dirs[stage.name] = self.store.dir_for(stage.kind, fps[stage.name])
@@ -80,8 +86,10 @@ class Runner:
         folder = dirs[stage.name]
         ctx = StageContext(stage, folder, {r: dirs[n] for r, n in stage.inputs.items()},
                            resolve_world(dict(stage.config), str(dirs["world"]) if "world" in dirs else None),
-                           self.run_dir / "logs" / f"{stage.name}.log", self.run_dir, self.run_cfg)
+                           self.run_dir / "logs" / f"{stage.name}{self.suffix}.log", self.run_dir, self.run_cfg)
         forced = _forced(stage, force)
+        if self.follower:
+            return self._follow(ctx, fp, status)
         if self.store.is_done(folder, fp) and not forced:
             ctx.log(f"done already ({folder}), skipped")
             status.stage(stage.name, "skipped", dir=str(folder), fingerprint=fp)
@@ -91,6 +99,18 @@ class Runner:
                 status.stage(stage.name, "skipped", dir=str(folder), fingerprint=fp)
                 return
             self._execute(ctx, fp, status, forced)
+
+    def _follow(self, ctx: StageContext, fp: str, status: RunStatus) -> None:
+        """Node rank > 0: take part in training, wait for node 0 to finish everything else."""
+        folder = ctx.out_dir
+        if ctx.stage.kind == "train" and not self.store.is_done(folder, fp):
+            ctx.log("joining training as a follower node")
+            status.stage(ctx.stage.name, "running", dir=str(folder), fingerprint=fp, started=now())
+            folder.mkdir(parents=True, exist_ok=True)
+            self.steps[ctx.stage.kind](ctx)
+        while not self.store.is_done(folder, fp):
+            time.sleep(self.poll_seconds)
+        status.stage(ctx.stage.name, "skipped", dir=str(folder), fingerprint=fp, note="done by node 0")
 
     def _execute(self, ctx: StageContext, fp: str, status: RunStatus, forced: bool) -> None:
         stage, folder = ctx.stage, ctx.out_dir

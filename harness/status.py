@@ -14,8 +14,8 @@ def now() -> str:
 
 
 class RunStatus:
-    def __init__(self, run_dir: Path, run: str, stages: list[str]):
-        self.path = Path(run_dir) / "status.json"
+    def __init__(self, run_dir: Path, run: str, stages: list[str], suffix: str = ""):
+        self.path = Path(run_dir) / f"status{suffix}.json"
         self.data = {
             "run": run,
             "state": "running",

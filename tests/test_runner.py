@@ -167,3 +167,38 @@ def test_sigkill_mid_stage_then_rerun_redoes_only_the_interrupted_stage(tmp_path
     assert ran == ["RAN train.alignment", "RAN train.further_pretrain"]
     # train is resumable: what the killed attempt left (its checkpoint) is still there
     assert (tmp_path / "run/stages/train.alignment/checkpoint-1").is_dir()
+
+
+def test_follower_node_joins_training_and_waits_for_node_0(tmp_path):
+    """Node rank 1 of a multi-node job: runs only the training steps (its torchrun ranks),
+    never computes or marks other stages, and finishes when node 0 has marked everything."""
+    import threading
+
+    joined = {"train.alignment": threading.Event(), "train.further_pretrain": threading.Event()}
+    follower, leader = Recorder(), Recorder()
+
+    def follower_step(ctx):
+        follower.calls.append(ctx.stage.name)
+        joined[ctx.stage.name].set()
+
+    def leader_step(ctx):
+        if ctx.stage.name in joined:      # a collective: both nodes must be in it
+            assert joined[ctx.stage.name].wait(timeout=20)
+        return leader.step(ctx)
+
+    store = Store(tmp_path / "store")
+    node1 = Runner(store, tmp_path / "run", {k: follower_step for k in ("init_vlm", "data_prep", "train")},
+                   {"launcher": {"node_rank": 1}}, poll_seconds=0.05)
+    thread = threading.Thread(target=node1.run, args=(make_chain(),), kwargs={"run_label": "run"})
+    thread.start()
+    time.sleep(0.3)
+    assert follower.calls == []          # waiting for node 0's init_vlm
+    Runner(store, tmp_path / "run", {k: leader_step for k in ("init_vlm", "data_prep", "train")},
+           {"launcher": {"node_rank": 0}}).run(make_chain(), run_label="run")
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert leader.calls == ["init_vlm", "data_prep.captions", "train.alignment", "train.further_pretrain"]
+    assert follower.calls == ["train.alignment", "train.further_pretrain"]
+    node1_status = json.loads((tmp_path / "run" / "status.node1.json").read_text())
+    assert node1_status["state"] == "done"
+    assert json.loads((tmp_path / "run" / "status.json").read_text())["stages"]["init_vlm"]["state"] == "done"

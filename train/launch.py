@@ -6,8 +6,20 @@ MASTER_PORT and starts torchrun; every node's values are derived here from one l
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 from typing import Mapping
+
+
+def slurm_master_addr() -> str:
+    """The first host of the SLURM allocation: the same answer on every node."""
+    nodelist = os.environ.get("SLURM_JOB_NODELIST")
+    if not nodelist:
+        raise RuntimeError("launcher.master_addr=auto needs SLURM_JOB_NODELIST (run inside a SLURM job) "
+                           "or set launcher.master_addr explicitly")
+    out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True, check=True)
+    return out.stdout.split()[0]
 
 
 def world_size(launcher: Mapping) -> int:
@@ -24,7 +36,7 @@ def node_env(launcher: Mapping, *, node_rank: int | None = None, deepspeed: bool
         "NNODES": str(launcher["nnodes"]),
         "NODE_RANK": str(rank),
         "NPROC_PER_NODE": str(launcher["nproc_per_node"]),
-        "MASTER_ADDR": str(launcher["master_addr"]),
+        "MASTER_ADDR": slurm_master_addr() if launcher["master_addr"] == "auto" else str(launcher["master_addr"]),
         "MASTER_PORT": str(launcher["master_port"]),
     }
 
