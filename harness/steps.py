@@ -58,7 +58,8 @@ def report(ctx: StageContext) -> dict:
     from report import collect_records, write_report
 
     records = collect_records(list(ctx.inputs.values()))
-    paths = write_report(records, ctx.out_dir, paper_csv=None, title=f"Results of {ctx.config['run']}")
+    paper = Path(__file__).resolve().parent.parent / "results" / "paper" / "paper_table1.csv"
+    paths = write_report(records, ctx.out_dir, paper_csv=paper, title=f"Results of {ctx.config['run']}")
     markdown = paths.get("markdown_text") or (ctx.out_dir / "table.md").read_text()
     ctx.log("\n" + str(markdown))
     return {"table": str(ctx.out_dir / "table.md")}
