@@ -1,0 +1,120 @@
+"""The init_vlm stage: a pretrained ViT (from a Qwen2.5-VL checkpoint) + a pretrained Qwen2 LLM + a new projector.
+
+Order of work: check everything that can be checked from configs and safetensors headers, then
+stream weights into a hidden temporary folder, write tokenizer/processor/config/manifest, verify by
+reloading, and only then rename the folder into place. Nothing ever holds a whole source model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from init_vlm.config_merge import merge_config, read_llm_config, read_vit_config
+from init_vlm.errors import InitVLMError
+from init_vlm.manifest import (library_versions, module_parameters, parameter_groups, source_record,
+                               write_manifest)
+from init_vlm.projector import PROJECTOR_INITS, init_projector, projector_shapes
+from init_vlm.safetensors_io import torch_dtype
+from init_vlm.sources import open_checkpoint
+from init_vlm.tokenizer import build_processor, prepare_tokenizer
+from init_vlm.verify import verify_output
+from init_vlm.weights import (attach_projector, check_vocab_rows, expected_tensors, plan_tensors, resize_vocab,
+                              settle_dtype, write_shards)
+
+
+def build_vlm(vit_source: str, llm_source: str, out_dir: Path, *, projector_init: str = "torch_default",
+              seed: int = 0, dtype: str | None = None, vit_revision: str | None = None,
+              llm_revision: str | None = None, verify: bool = True, log=print) -> dict:
+    """Build the fresh VLM into `out_dir` (must not exist, or be empty); returns the manifest."""
+    out_dir = Path(out_dir)
+    _check_out_dir(out_dir)
+    if projector_init not in PROJECTOR_INITS:
+        raise InitVLMError(f"projector_init {projector_init!r} is not one of {', '.join(PROJECTOR_INITS)}")
+    vit = open_checkpoint("ViT", str(vit_source), vit_revision)
+    llm = open_checkpoint("LLM", str(llm_source), llm_revision)
+    log(f"sources: ViT {vit.folder} ({len(vit.tensors)} tensors), LLM {llm.folder} ({len(llm.tensors)} tensors)")
+
+    vit_cfg, llm_cfg = read_vit_config(vit), read_llm_config(llm)
+    tok = prepare_tokenizer(llm)
+    if tok.original_len > llm_cfg.vocab_size:
+        raise llm.fail(f"tokenizer has {tok.original_len} tokens but the embeddings only "
+                       f"{llm_cfg.vocab_size} rows (vocab_size); tokenizer and weights do not belong together")
+    rows = max(llm_cfg.vocab_size, len(tok.tokenizer))
+    config = merge_config(vit_cfg, llm_cfg, llm, vocab_rows=rows, token_ids=tok.token_ids, dtype="float32")
+
+    plan = plan_tensors(expected_tensors(config), vit, llm)
+    check_vocab_rows(plan, llm, llm_cfg.vocab_size, llm_cfg.hidden_size)
+    out_dtype = settle_dtype(plan, vit, llm, dtype)
+    config.dtype = config.text_config.dtype = out_dtype
+    resize_vocab(plan, rows, tok.added_ids(), mean_rows=tok.original_len)
+    shapes = projector_shapes(vit_cfg.vision_config, llm_cfg.hidden_size)
+    attach_projector(plan, init_projector(shapes, projector_init, seed, torch_dtype(plan[0].tag)))
+    if tok.added:
+        log(f"tokenizer: added {len(tok.added)} tokens {tok.added}; vocab rows {llm_cfg.vocab_size} -> {rows}")
+
+    tmp = _tmp_dir(out_dir)
+    try:
+        manifest = _write(tmp, plan, config, tok, vit, llm, log,
+                          projector={"init": projector_init, "seed": seed,
+                                     "shapes": {k: list(v) for k, v in sorted(shapes.items())}},
+                          vocab={"llm_rows": llm_cfg.vocab_size, "rows": rows})
+        if verify:
+            manifest["verification"] = verify_output(tmp, plan, tok.added_ids(), log=log)
+            write_manifest(tmp, manifest)
+        os.rename(tmp, out_dir)  # atomic on one filesystem; replaces an empty out_dir
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log(f"init_vlm: wrote {out_dir}")
+    return manifest
+
+
+def _write(tmp: Path, plan, config, tok, vit, llm, log, *, projector: dict, vocab: dict) -> dict:
+    log(f"writing {sum(t.nbytes for t in plan) / 2**30:.2f} GiB of {plan[0].tag} weights to {tmp}")
+    digests = write_shards(plan, tmp)
+    config.save_pretrained(tmp)
+    _generation_config(llm, tok.tokenizer).save_pretrained(tmp)
+    tok.tokenizer.save_pretrained(tmp)
+    build_processor(vit, tok.tokenizer).save_pretrained(tmp)
+    manifest = {
+        "stage": "init_vlm",
+        "sources": {"vit": source_record(vit, plan), "llm": source_record(llm, plan)},
+        "parameter_groups": parameter_groups(plan, vit, llm),
+        "parameters_per_module": module_parameters(plan, bool(config.tie_word_embeddings)),
+        "projector": projector,
+        "tokenizer": {"source": f"LLM source {llm.source}", "original_len": tok.original_len,
+                      "added_tokens": tok.added, "token_ids": tok.token_ids, "vocab_rows": vocab["rows"],
+                      "llm_vocab_rows": vocab["llm_rows"], "new_rows_init": "mean of existing token embeddings",
+                      "chat_template": "qwen2_vl", "processors": f"image and video from ViT source {vit.source}"},
+        "config": {"dtype": str(config.dtype), "tie_word_embeddings": bool(config.tie_word_embeddings),
+                   "out_hidden_size": config.vision_config.out_hidden_size,
+                   "mrope_section": config.text_config.rope_parameters["mrope_section"]},
+        "output_files_sha256": digests,
+        "library_versions": library_versions(),
+    }
+    write_manifest(tmp, manifest)
+    return manifest
+
+
+def _generation_config(llm, tokenizer):
+    from transformers import GenerationConfig
+
+    if (llm.folder / "generation_config.json").is_file():
+        return GenerationConfig.from_pretrained(llm.folder)
+    return GenerationConfig(bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+                            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise InitVLMError(f"output {out_dir}: exists and is not an empty folder; choose a new path")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _tmp_dir(out_dir: Path) -> Path:
+    # Hidden sibling (same filesystem, so the final rename is atomic); its name says what it is.
+    tmp = out_dir.parent / f".{out_dir.name}.init_vlm-partial-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    return tmp
