@@ -35,4 +35,4 @@ class RunStatus:
         self._save()
 
     def _save(self) -> None:
-        write_json_atomic(self.path, self.data)
+        write_json_atomic(self.path, self.data, sort_keys=False)  # stages in chain order

@@ -21,9 +21,9 @@ DONE = ".done.json"
 STAGE_INFO = ".stage.json"
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_json_atomic(path: Path, data: Any, sort_keys: bool = True) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n")
     os.replace(tmp, path)
 
 
