@@ -1,0 +1,144 @@
+"""The sequence length training will see, per sample, before training (pain point 3: LF #5964).
+
+Visual tokens: what LLaMA-Factory's qwen2_vl plugin does to an image of size (w, h): its own
+pre-resize into [min_pixels, max_pixels] (sides >= 28, aspect ratio clamped at 200), then
+Qwen2-VL's smart_resize with factor 28 (14-px patches, 2x2 merge); tokens = (h/28) * (w/28).
+Both steps use the one shared pixel budget (`pixels` of the harness config).
+
+Text tokens: LLaMA-Factory renders the qwen2_vl template message by message; special tokens split
+the text, so the count is the sum of the tokens of each text piece plus a fixed overhead per turn:
+
+    system   "<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n"   (once per sample)
+    user     "<|im_start|>user\\n" {content} "<|im_end|>\\n<|im_start|>assistant\\n"
+    assistant {content} "<|im_end|>\\n"
+    image    "<|vision_start|>" visual tokens "<|vision_end|>"    (replaces each <image>)
+
+With a tokenizer the pieces are counted exactly; the only approximation is that a piece is
+tokenized apart from its neighbours (at most one token per message boundary, since Qwen's
+pre-tokenizer already splits at newlines). Without a tokenizer every piece counts
+ceil(utf-8 bytes / 4) and every special token 1: an estimate, flagged as such in the manifest."""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+FACTOR = 28  # 14-px patches merged 2x2
+DEFAULT_SYSTEM = "You are a helpful assistant."
+IMAGE_TAG = "<image>"
+TEMPLATE = {
+    "system": ("<|im_start|>system\n", "<|im_end|>\n"),
+    "user": ("<|im_start|>user\n", "<|im_end|>\n<|im_start|>assistant\n"),
+    "assistant": ("", "<|im_end|>\n"),
+    "image": ("<|vision_start|>", "<|vision_end|>"),
+}
+SPECIAL = ("<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>")
+
+
+def smart_resize(height: int, width: int, factor: int = FACTOR, min_pixels: int = 56 * 56,
+                 max_pixels: int = 28 * 28 * 1280) -> tuple[int, int]:
+    """transformers' Qwen2-VL smart_resize (the aspect-ratio error aside: LF clamps before)."""
+    h_bar = round(height / factor) * factor
+    w_bar = round(width / factor) * factor
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def lf_preresize(width: int, height: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """LLaMA-Factory 0.9.5 Qwen2VLPlugin._preprocess_image, on sizes only."""
+    if width * height > max_pixels:
+        factor = math.sqrt(max_pixels / (width * height))
+        width, height = int(width * factor), int(height * factor)
+    if width * height < min_pixels:
+        factor = math.sqrt(min_pixels / (width * height))
+        width, height = int(width * factor), int(height * factor)
+    if min(width, height) < FACTOR:
+        width, height = max(width, FACTOR), max(height, FACTOR)
+    if width / height > 200:
+        width = height * 180
+    if height / width > 200:
+        height = width * 180
+    return width, height
+
+
+@lru_cache(maxsize=65536)
+def visual_tokens(width: int, height: int, min_pixels: int, max_pixels: int) -> int:
+    width, height = lf_preresize(width, height, min_pixels, max_pixels)
+    h_bar, w_bar = smart_resize(height, width, FACTOR, min_pixels, max_pixels)
+    return (h_bar // FACTOR) * (w_bar // FACTOR)
+
+
+def max_visual_tokens(min_pixels: int, max_pixels: int) -> int:
+    """Upper bound for an image whose size is unknown (image checks off)."""
+    return max(max_pixels // (FACTOR * FACTOR), math.ceil(min_pixels / (FACTOR * FACTOR)))
+
+
+def estimate(text: str) -> int:
+    """ceil(utf-8 bytes / 4); isascii() is O(1), so ASCII text is never encoded."""
+    n = len(text) if text.isascii() else len(text.encode("utf-8"))
+    return (n + 3) // 4
+
+
+class TextCounter:
+    """Counts text tokens of many strings at once, with a tokenizer (exact) or the bytes/4 estimate."""
+
+    def __init__(self, tokenizer_json: str | None = None):
+        self.tokenizer = None
+        if tokenizer_json is not None:
+            from tokenizers import Tokenizer
+
+            self.tokenizer = Tokenizer.from_str(tokenizer_json)
+        self.overheads = self._overheads()
+
+    @property
+    def exact(self) -> bool:
+        return self.tokenizer is not None
+
+    def count(self, texts: list[str]) -> list[int]:
+        if self.tokenizer is None:
+            return [estimate(t) for t in texts]
+        encodings = self.tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+        return [len(e.ids) for e in encodings]
+
+    def count_special(self, text: str) -> int:
+        """Tokens of a template string holding special tokens (each counts 1 in the estimate)."""
+        if self.tokenizer is not None:
+            return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
+        n = 0
+        for tok in SPECIAL:
+            n += text.count(tok)
+            text = text.replace(tok, "")
+        return n + (estimate(text) if text else 0)
+
+    def truncate(self, text: str, budget: int) -> str:
+        """The longest prefix of `text` that counts at most `budget` tokens (budget >= 1)."""
+        if self.tokenizer is None:
+            return text.encode("utf-8")[:4 * budget].decode("utf-8", "ignore")
+        offsets = self.tokenizer.encode(text, add_special_tokens=False).offsets
+        keep = budget
+        for _ in range(4):  # re-tokenizing a prefix can merge differently: shrink until it fits
+            prefix = text[:offsets[min(keep, len(offsets)) - 1][1]]
+            over = self.count([prefix])[0] - budget
+            if over <= 0:
+                return prefix
+            keep -= over
+            if keep <= 0:
+                break
+        return ""
+
+    def _overheads(self) -> dict:
+        sys_open, sys_close = TEMPLATE["system"]
+        return {
+            "default_system": self.count_special(sys_open + DEFAULT_SYSTEM + sys_close),
+            "system": self.count_special(sys_open + sys_close),
+            "user": self.count_special("".join(TEMPLATE["user"])),
+            "assistant": self.count_special("".join(TEMPLATE["assistant"])),
+            "image": self.count_special("".join(TEMPLATE["image"])),
+        }

@@ -1,0 +1,72 @@
+"""LLaMA-Factory loads and tokenizes what data_prep writes, and data_prep predicted the lengths.
+
+Uses LLaMA-Factory's own data pipeline in-process (get_dataset, template qwen2_vl) with a tiny
+Qwen2.5-VL processor built offline by embedded/. ~15 s, mostly imports.
+Run: .venv/bin/python -m pytest tests/test_data_prep_lf.py -q"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from data_prep import prepare_dataset
+from tests.test_data_prep import SAMPLES, images_of, make_image, source
+
+PIXELS = {"min_pixels": 3136, "max_pixels": 12544}  # the tiny processor's own bounds (embedded/tiny_models.py)
+# small, large, tiny, very wide (LF clamps aspect ratios over 200) and tall images
+SIZES = [(200, 150), (1000, 700), (20, 20), (2900, 10), (30, 600)]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    from embedded.tiny_models import build_tiny_vit_source, tiny_corpus
+    from embedded.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("tiny")
+    tok = train_tokenizer(tiny_corpus(), root / "tokenizer", vocab_size=512)
+    return build_tiny_vit_source(root / "vit", tok)
+
+
+def lf_lengths(model: Path, dataset_dir: Path, datasets: str, cutoff_len: int, tmp: Path) -> list[int]:
+    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_tokenizer
+
+    args = dict(model_name_or_path=str(model), stage="sft", do_train=True, finetuning_type="full", dataset=datasets,
+                dataset_dir=str(dataset_dir), template="qwen2_vl", cutoff_len=cutoff_len, output_dir=str(tmp / "o"),
+                overwrite_cache=True, image_max_pixels=PIXELS["max_pixels"], image_min_pixels=PIXELS["min_pixels"],
+                report_to="none", bf16=False)
+    model_args, data_args, training_args, *_ = get_train_args(args)
+    tokenizer_module = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    module = get_dataset(template, model_args, data_args, training_args, stage="sft", **tokenizer_module)
+    return [len(ids) for ids in module["train_dataset"]["input_ids"]]
+
+
+def test_llamafactory_loads_tokenizes_and_agrees_on_lengths(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    root = tmp_path / "images"
+    n = 0
+    for sample in ("sharegpt4v_pt.json", "llava_558k.json", "open_llava_next_mix1m.json"):
+        for rel in images_of(SAMPLES / sample):
+            make_image(root / rel, SIZES[n % len(SIZES)])
+            n += 1
+    out = tmp_path / "data"
+    manifests = [
+        prepare_dataset(source("captions", "sharegpt4v", [SAMPLES / "sharegpt4v_pt.json", SAMPLES / "llava_558k.json"],
+                               root), out, dataset_name="captions", pixels=PIXELS, cutoff_len=512,
+                        tokenizer_dir=tiny_model, log=lambda *a: None),
+        prepare_dataset(source("sft", "open_llava_next", [SAMPLES / "open_llava_next_mix1m.json"], root), out,
+                        dataset_name="sft", pixels=PIXELS, cutoff_len=512, tokenizer_dir=tiny_model,
+                        log=lambda *a: None),
+    ]
+    assert set(json.loads((out / "dataset_info.json").read_text())) == {"captions", "sft"}
+    lengths = lf_lengths(tiny_model, out, "captions,sft", 512, tmp_path)
+    assert len(lengths) == sum(m["rows_kept"] for m in manifests) == 10
+    # exact: the visual tokens follow LF's resize and the text is counted piece by piece
+    assert sum(lengths) == sum(m["total_text_tokens"] + m["total_visual_tokens"] for m in manifests)
+    assert max(lengths) == max(m["max_seq_len"] for m in manifests) <= 512
+    assert all(m["token_count"]["text"].startswith("tokenizer") for m in manifests)
