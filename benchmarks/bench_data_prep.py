@@ -1,6 +1,6 @@
 """Throughput of data_prep against what it is fair to compare with, in one run.
 
-    .venv/bin/python benchmarks/bench_data_prep.py                      # 2M rows (~3 GB under /tmp)
+    .venv/bin/python benchmarks/bench_data_prep.py                      # 2M rows: disk, see below
     .venv/bin/python benchmarks/bench_data_prep.py --rows 200000 --images 5000
 
 1. Generates a CapRL-2M-shaped JSONL ({"image": ..., "caption": 1-2 KB}); reused when present.
@@ -11,7 +11,11 @@
 5. Image-header checks per second on a folder of generated JPEG/PNG/WebP images: raw probe() calls in
    one process, and prepare_dataset with image checks on, 1 and 2 workers. The images were just
    written, so they are in the page cache: this measures CPU cost, not a cold disk.
-Each measurement runs in its own subprocess, so peak RSS is its own. Results: <workdir>/results.json."""
+Each measurement runs in its own subprocess, so peak RSS is its own; the worker count each
+prepare_dataset run really used is read from its log and printed. Results: <workdir>/results.json.
+Disk under --workdir: the input is ~1.6 KB a row (2M rows: ~3.2 GB, kept for re-runs) and each
+measurement's output (~1.0-1.1x the input) is deleted before the next, so 2M rows peak at ~7 GB;
+the images take ~4.5 KB each on disk (20,000: ~90 MB)."""
 
 from __future__ import annotations
 
@@ -102,18 +106,26 @@ def measure_plain(src: str, dst: str) -> dict:
 
 def measure_prepare(src: str, dst: str, image_root: str, workers: int, check_images: bool,
                     tokenizer: str | None) -> dict:
+    import re
+
     from data_prep import prepare_dataset
 
     source = {"name": "bench", "reader": "caprl_jsonl", "paths": [src], "image_root": image_root,
-              "check_images": check_images}
+              "check_images": check_images, "workers": workers}
+    logs = []
     m = prepare_dataset(source, Path(dst), dataset_name="bench", pixels=PIXELS, cutoff_len=8192,
-                        tokenizer_dir=tokenizer, workers=workers, log=lambda *a: None)
-    return {"rows": m["rows_read"], "kept": m["rows_kept"], "rejected": m["rejected"]}
+                        tokenizer_dir=tokenizer, log=logs.append)
+    used = next(int(x.group(1)) for line in logs if (x := re.search(r"(\d+) worker\(s\)", line)))
+    if used != workers:
+        raise SystemExit(f"asked for {workers} worker(s), prepare_dataset used {used}")
+    return {"rows": m["rows_read"], "kept": m["rows_kept"], "rejected": m["rejected"], "workers": used}
 
 
-def measure_probe(image_root: str, names: list[str]) -> dict:
+def measure_probe(image_root: str, listing: str) -> dict:
+    """probe() over the images of a listing (read from the file: 20,000 names overflow argv)."""
     from data_prep.images import probe
 
+    names = [json.loads(line)["image"] for line in Path(listing).read_text().splitlines()]
     for name in names:
         probe(os.path.join(image_root, name), full_decode=False, min_side=8, max_pixels=178956970)
     return {"rows": len(names)}
@@ -179,10 +191,9 @@ def main() -> None:
         shutil.rmtree(out, ignore_errors=True)
         return str(out)
 
-    results["ceiling_orjson"] = child("ceiling", src=str(data), dst=str(work / "ceiling.jsonl"))
-    results["plain_json"] = child("plain", src=str(data), dst=str(work / "plain.jsonl"))
-    for f in ("ceiling.jsonl", "plain.jsonl"):
-        (work / f).unlink()
+    for key, kind in (("ceiling_orjson", "ceiling"), ("plain_json", "plain")):
+        results[key] = child(kind, src=str(data), dst=str(work / f"{kind}.jsonl"))
+        (work / f"{kind}.jsonl").unlink()  # one output on disk at a time
     workers = [int(w) for w in args.workers.split(",")]
     for w in workers:
         results[f"data_prep_w{w}"] = child("prepare", src=str(data), dst=fresh(), image_root=str(work / "images"),
@@ -195,7 +206,7 @@ def main() -> None:
     names = generate_images(work / "images", args.images)
     listing = work / f"images_{args.images}.jsonl"
     listing.write_text("".join(json.dumps({"image": n, "caption": "A generated test image."}) + "\n" for n in names))
-    results["probe_1proc"] = child("probe", image_root=str(work / "images"), names=names)
+    results["probe_1proc"] = child("probe", image_root=str(work / "images"), listing=str(listing))
     for w in workers:
         results[f"image_checks_w{w}"] = child("prepare", src=str(listing), dst=fresh(), image_root=str(work / "images"),
                                               workers=w, check_images=True, tokenizer=None)
@@ -210,7 +221,7 @@ def report(r: dict, workers: list[int]) -> None:
     print(f"\nconversion of {r['rows']:,} rows ({r['input_bytes'] / 2**30:.2f} GiB), {r['cpus']} CPUs")
     print(f"{'':28}{'rows/s':>10}{'x ceiling':>11}{'x plain':>9}{'peak RSS':>10}")
     rows = [("bare orjson loop (ceiling)", r["ceiling_orjson"]), ("plain json loop", r["plain_json"])]
-    rows += [(f"data_prep, {w} worker(s)", r[f"data_prep_w{w}"]) for w in workers]
+    rows += [(f"data_prep, {m['workers']} worker(s)", m) for m in (r[f"data_prep_w{w}"] for w in workers)]
     if "data_prep_tokenizer_w2" in r:
         rows.append(("data_prep + tokenizer, 2 w.", r["data_prep_tokenizer_w2"]))
     for label, m in rows:
@@ -220,7 +231,8 @@ def report(r: dict, workers: list[int]) -> None:
     print(f"{'  probe() loop, 1 process':28}{r['probe_1proc']['rows_per_s']:>10,} images/s")
     for w in workers:
         m = r[f"image_checks_w{w}"]
-        print(f"{f'  data_prep, {w} worker(s)':28}{m['rows_per_s']:>10,} rows/s (checked; {m['peak_rss_mib']} MiB)")
+        label = f"  data_prep, {m['workers']} worker(s)"
+        print(f"{label:28}{m['rows_per_s']:>10,} rows/s (checked; {m['peak_rss_mib']} MiB)")
     best = max(r[f"data_prep_w{w}"]["rows_per_s"] for w in workers)
     peak = max(r[f"data_prep_w{w}"]["peak_rss_mib"] for w in workers)
     print(f"targets: >= 0.7x ceiling: {best / ceiling:.2f}x {'ok' if best >= 0.7 * ceiling else 'MISSED'}; "

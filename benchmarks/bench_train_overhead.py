@@ -4,8 +4,8 @@
 
     .venv/bin/python benchmarks/bench_train_overhead.py [--repeats 3]
 
-Prints wall seconds of each and the ratio (target: harness <= 1.05x). Uses its own results
-folder under /tmp; the first call builds the embedded world and inputs (not timed)."""
+Prints wall seconds of each, the ratio, and whether the target (overhead <= 5%) is met. Uses its
+own results folder under /tmp; the first call builds the embedded world and inputs (not timed)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+TARGET = 0.05   # harness overhead over plain llamafactory-cli (issue 5)
 
 
 def timed(argv, env) -> float:
@@ -53,7 +54,12 @@ def main() -> None:
     print(f"train.alignment, tiny model, {args.repeats} repeats (median wall seconds)")
     print(f"  through the harness : {h:6.2f} s   {[round(x, 2) for x in through_harness]}")
     print(f"  llamafactory-cli    : {p:6.2f} s   {[round(x, 2) for x in plain]}")
-    print(f"  overhead ratio      : {h / p:6.3f}x  (target <= 1.05x)")
+    overhead = h / p - 1
+    print(f"  overhead ratio      : {h / p:6.3f}x  ({overhead:+.1%})")
+    # On a shared machine the medians can swing by more than the overhead; the fastest runs are
+    # the least disturbed, so their ratio is shown as a cross-check.
+    print(f"  fastest-run ratio   : {min(through_harness) / min(plain):6.3f}x")
+    print(f"  target overhead <= {TARGET:.0%}: {'met' if overhead <= TARGET else 'MISSED'}")
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 This is what the worker processes run (prepare.py runs it inline with workers=1); it holds no
 state between batches, so the output depends only on the input and the plan, never on how
 batches were spread over workers. Per row, in this order (the first failure is the reason):
-parse -> reader fields -> image path inside image_root -> [subset membership] -> caption /
-conversation checks -> image file checks -> sequence length vs cutoff_len -> output line.
+parse -> reader fields -> image path inside image_root -> [path_prefix, subset membership: rows
+outside are counted, not rejected] -> caption / conversation checks -> image file checks ->
+sequence length vs cutoff_len -> output line.
 
 Output row: {"messages": [{"role": "user", "content": "<image>..."}, {"role": "assistant", ...}],
 "images": ["/abs/path.jpg"]}: images always a list, exactly one <image> tag per image (LF #5658)."""
@@ -44,6 +45,8 @@ class Plan:
     prompts: tuple[str, ...] | None     # None: keep each row's own instruction
     seed: int
     match_key: str
+    path_prefix: tuple[str, ...] | None  # keep only rows whose image path starts with one of these
+    strip_prefix: tuple[str, ...]       # cut off the image path before it becomes the match key
     truncate: bool
     cutoff_len: int
     min_pixels: int
@@ -55,8 +58,9 @@ class Plan:
 class BatchResult:
     file_idx: int
     nbytes: int
-    rows: int = 0                       # rows read (those outside the subset excluded)
+    rows: int = 0                       # rows read (those outside the path prefix or subset excluded)
     outside: int = 0                    # rows left out by the matched subset
+    outside_prefix: int = 0             # rows whose image path is not under path_prefix
     # Output lines, newline-terminated, in one buffer with their end offsets: thousands of retained
     # 1-2 KB bytes objects fragment glibc's large bins and made the loop ~3x slower (measured).
     out: bytearray = field(default_factory=bytearray)
@@ -94,6 +98,8 @@ class Converter:
                 key = self._identify(obj, fields, batch.file_idx, pos)[0]
             except RowReject:
                 continue  # no key: pass 2 reports the row
+            if key is None:
+                continue  # outside path_prefix: in no subset
             res.hashes.append(key_hash(key, self.plan.seed))
             res.positions.append(pos)
         return res
@@ -141,29 +147,41 @@ class Converter:
                 yield line, index, index, value
 
     def _identify(self, obj, fields: dict, file_idx: int, pos: int):
-        """(match key, row id, parts): the reader's fields, images resolved inside image_root."""
+        """(match key, row id, parts): the reader's fields, images resolved inside image_root.
+        The key is None for a row outside path_prefix."""
+        p = self.plan
         if self.kind == "caption":
             rid, image, caption, instruction = self.parse(obj, fields)
-            key, rel, full = self._caption_image(image, rid)
+            rel, full = self._caption_image(image)
+            key = self._caption_key(rel, rid) if self._inside(rel) else None
             return key, rid, (rel, full, caption, instruction)
         rid, image, turns = self.parse(obj, fields)
-        resolved = [resolve(p, self.plan.image_root) for p in image_list(image)]
-        key = match_key(self.plan.match_key, resolved[0][0] if resolved else None, rid)
+        resolved = [resolve(path, p.image_root) for path in image_list(image)]
+        first = resolved[0][0] if resolved else None
+        if not self._inside(first):
+            return None, rid, (resolved, turns)
+        key = match_key(p.match_key, first, rid, p.strip_prefix)
         if key is None:  # a text-only row: its id, else its place in the file
-            key = f"id:{rid}" if rid is not None else f"row:{self.plan.files[file_idx]}:{pos}"
+            key = f"id:{rid}" if rid is not None else f"row:{p.files[file_idx]}:{pos}"
         return key, rid, (resolved, turns)
 
-    def _caption_image(self, image, rid) -> tuple[str, str, str]:
+    def _inside(self, rel: str | None) -> bool:
+        prefixes = self.plan.path_prefix
+        return prefixes is None or (rel is not None and rel.startswith(prefixes))
+
+    def _caption_image(self, image) -> tuple[str, str]:
         if type(image) is not str:
             images = image_list(image)
             if len(images) != 1:
                 raise RowReject(E.IMAGE_PATH_INVALID, f"a caption row needs one image, got {len(images)}")
             image = images[0]
-        rel, full = resolve(image, self.plan.image_root)
-        key = rel if self.plan.match_key == "path" else match_key(self.plan.match_key, rel, rid)
+        return resolve(image, self.plan.image_root)
+
+    def _caption_key(self, rel: str, rid) -> str:
+        key = match_key(self.plan.match_key, rel, rid, self.plan.strip_prefix)
         if key is None:
             raise RowReject(E.MISSING_FIELD, "no id field (match_key: id)")
-        return key, rel, full
+        return key
 
     # -- caption rows: the hot path (millions of rows), hence one flat loop ---------------------
     def _captions(self, batch: Batch, res: BatchResult, threshold) -> list:
@@ -171,7 +189,8 @@ class Converter:
         (when images are checked or tokens counted exactly, that happens per batch afterwards)."""
         p, fields, fidx = self.plan, self.plan.fields[batch.file_idx], batch.file_idx
         parse, caption_image, seed, relative = self.parse, self._caption_image, p.seed, p.relative_paths
-        plain_keys = p.match_key == "path"
+        plain_keys = p.match_key == "path" and not p.strip_prefix  # the key is the path itself
+        prefixes = p.path_prefix
         root = p.image_root + "/"
         own_prompt = p.prompts is None
         if not own_prompt:
@@ -180,19 +199,23 @@ class Converter:
         direct = not p.check_images and not self.counter.exact
         base, vis, cutoff, dumps, newline = self.caption_base, self.max_vis, p.cutoff_len, orjson.dumps, _NL
         buf, ends, rejects, pending = res.out, res.ends, res.rejects, []
-        rows = outside = text_tokens = max_len = n_direct = 0
+        rows = outside = outside_prefix = text_tokens = max_len = n_direct = 0
         for line, index, pos, obj in self._rows(batch, res, count_bad=True):
             rid = None
-            rows += 1  # taken back below if the subset leaves the row out
+            rows += 1  # taken back below if path_prefix or the subset leaves the row out
             try:
                 rid, image, caption, instruction = parse(obj, fields)
                 # inlined fast path of _caption_image / images.resolve for a plain relative path
-                if (plain_keys and type(image) is str and image and image[0] not in "/." and "/." not in image
+                if (type(image) is str and image and image[0] not in "/." and "/." not in image
                         and "//" not in image and "\x00" not in image):
-                    key = rel = image
-                    full = root + image
+                    rel, full = image, root + image
                 else:
-                    key, rel, full = caption_image(image, rid)
+                    rel, full = caption_image(image)
+                if prefixes is not None and not rel.startswith(prefixes):
+                    rows -= 1
+                    outside_prefix += 1
+                    continue
+                key = rel if plain_keys else self._caption_key(rel, rid)
                 if threshold is not None and (key_hash(key, seed), fidx, pos) > threshold:
                     rows -= 1
                     outside += 1
@@ -230,6 +253,7 @@ class Converter:
                 rejects.append((line, index, _jsonable(rid), E.BAD_ENCODING, "text is not valid Unicode"))
         res.rows += rows
         res.outside += outside
+        res.outside_prefix += outside_prefix
         res.text_tokens += text_tokens
         res.visual_tokens += vis * n_direct
         res.max_len = max(res.max_len, max_len)
@@ -282,9 +306,13 @@ class Converter:
         fields, fidx, seed, pending = self.plan.fields[batch.file_idx], batch.file_idx, self.plan.seed, []
         for line, index, pos, obj in self._rows(batch, res, count_bad=True):
             rid = None
-            res.rows += 1  # taken back below if the subset leaves the row out
+            res.rows += 1  # taken back below if path_prefix or the subset leaves the row out
             try:
                 key, rid, (resolved, turns) = self._identify(obj, fields, fidx, pos)
+                if key is None:
+                    res.rows -= 1
+                    res.outside_prefix += 1
+                    continue
                 if threshold is not None and (key_hash(key, seed), fidx, pos) > threshold:
                     res.rows -= 1
                     res.outside += 1

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import struct
+from contextlib import contextmanager
 
 from data_prep.errors import (IMAGE_CORRUPT, IMAGE_MISSING, IMAGE_OUTSIDE_ROOT, IMAGE_PATH_INVALID,
                               IMAGE_TOO_LARGE, IMAGE_TOO_SMALL, IMAGE_TRUNCATED, IMAGE_UNREADABLE, RowReject)
@@ -167,24 +168,35 @@ def _complete(fmt: str, head: bytes, tail: bytes, size: int) -> bool:
     return True
 
 
-def _pil_header(f, path: str) -> tuple[str, int, int]:
-    from PIL import Image, UnidentifiedImageError
+@contextmanager
+def _own_pixel_bound():
+    """Lift PIL's decompression-bomb limit for one open: our max_pixels applies instead, and PIL's
+    error would come before we can name the reason. The global is restored, since inline (workers
+    = 1) this runs in the caller's process, which may rely on PIL's default."""
+    from PIL import Image
 
-    Image.MAX_IMAGE_PIXELS = None  # our own bound applies; PIL's would raise before we can name it
+    saved = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        yield Image
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _pil_header(f, path: str) -> tuple[str, int, int]:
+    from PIL import UnidentifiedImageError
+
     f.seek(0)
     try:
-        with Image.open(f) as im:
+        with _own_pixel_bound() as Image, Image.open(f) as im:
             return (im.format or "unknown").lower(), im.width, im.height
     except (UnidentifiedImageError, SyntaxError, ValueError, struct.error) as exc:
         raise RowReject(IMAGE_CORRUPT, f"{path}: {exc}") from None
 
 
 def _decode(path: str) -> None:
-    from PIL import Image
-
-    Image.MAX_IMAGE_PIXELS = None  # bounded above, before decoding
     try:
-        with Image.open(path) as im:
+        with _own_pixel_bound() as Image, Image.open(path) as im:  # bounded above, before decoding
             im.load()
     except OSError as exc:
         reason = IMAGE_TRUNCATED if "truncated" in str(exc) else IMAGE_CORRUPT
@@ -193,10 +205,16 @@ def _decode(path: str) -> None:
         raise RowReject(IMAGE_CORRUPT, f"{path}: {type(exc).__name__}: {exc}") from None
 
 
-def match_key(kind: str, rel: str | None, row_id) -> str | None:
-    """What makes two rows of different sources "the same image" for matched subsets."""
-    if kind == "path":
-        return rel
+def match_key(kind: str, rel: str | None, row_id, strip: tuple[str, ...] = ()) -> str | None:
+    """What makes two rows of different sources "the same image" for matched subsets and prompt
+    choice; `strip` (match_strip_prefix) cuts a source's own folder prefix off the path first."""
+    if kind == "id":
+        return None if row_id is None else str(row_id)
+    if rel is None:
+        return None
     if kind == "basename":
-        return rel.rsplit("/", 1)[-1] if rel is not None else None
-    return None if row_id is None else str(row_id)
+        return rel.rsplit("/", 1)[-1]
+    for prefix in strip:
+        if rel.startswith(prefix):
+            return rel[len(prefix):]
+    return rel

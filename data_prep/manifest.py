@@ -1,9 +1,9 @@
 """Accounting: the running totals, manifest.json, the dataset_info.json entry and the kept-fraction floor.
 
 Invariant: rows_read == rows_kept + rows_rejected, and rows_rejected is the sum of `rejected` and
-the number of lines of rejects.jsonl. With a matched subset, rows_read counts the rows of the
-subset (plus rows without an image key, which belong to no subset and are rejected); the rows
-the subset left out are reported under subset.rows_outside_subset.
+the number of lines of rejects.jsonl. Rows outside the dataset are not read rows: those whose image
+path is not under path_prefix (path_prefix.rows_outside) and those a matched subset left out
+(subset.rows_outside_subset). Rows without an image key belong to no subset and are rejected.
 
 Nothing time- or machine-dependent goes in: a re-run on the same inputs is byte-identical."""
 
@@ -15,14 +15,12 @@ from pathlib import Path
 
 import orjson
 
-from data_prep.errors import DataPrepError
-
 FORMAT = "caprl-harness data_prep manifest v1"
 
 
 class Totals:
     def __init__(self):
-        self.rows = self.kept = self.outside = self.truncated = 0
+        self.rows = self.kept = self.outside = self.outside_prefix = self.truncated = 0
         self.text_tokens = self.visual_tokens = self.max_len = 0
         self.rejected: Counter = Counter()
         self.examples: dict[str, str] = {}   # first example per reason, for error messages
@@ -31,6 +29,7 @@ class Totals:
         self.rows += res.rows
         self.kept += len(res.ends)
         self.outside += res.outside
+        self.outside_prefix += res.outside_prefix
         self.truncated += res.truncated
         self.text_tokens += res.text_tokens
         self.visual_tokens += res.visual_tokens
@@ -63,6 +62,8 @@ def build_manifest(*, spec, name: str, out_dir: Path, totals: Totals, shards: li
         "kept_fraction": round(totals.kept / totals.rows, 6) if totals.rows else 0.0,
         "rejected": dict(sorted(totals.rejected.items(), key=lambda kv: (-kv[1], kv[0]))),
         "truncated": totals.truncated,
+        "path_prefix": None if spec.path_prefix is None else {"prefixes": list(spec.path_prefix),
+                                                              "rows_outside": totals.outside_prefix},
         "subset": subset,
         "total_text_tokens": totals.text_tokens,
         "total_visual_tokens": totals.visual_tokens,
@@ -95,20 +96,3 @@ def write_json(path: Path, obj) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_bytes(orjson.dumps(obj, option=orjson.OPT_INDENT_2) + b"\n")
     os.replace(tmp, path)
-
-
-def update_dataset_info(path: Path, name: str, entry: dict | None) -> None:
-    """Add (or with entry None, remove) one dataset of dataset_info.json, keeping the others."""
-    info = {}
-    if path.exists():
-        try:
-            info = orjson.loads(path.read_bytes())
-        except orjson.JSONDecodeError as exc:
-            raise DataPrepError(f"{path}: not valid JSON ({exc}); remove it or fix it") from None
-    if entry is None:
-        if name not in info:
-            return
-        info.pop(name)
-    else:
-        info[name] = entry
-    write_json(path, dict(sorted(info.items())))

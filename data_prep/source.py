@@ -5,14 +5,24 @@ Schema (every key but name, reader and paths is optional):
     name: caprl_2m              # config name; also the LLaMA-Factory dataset name by default
     label: CapRL-2M             # the paper's name (reports only)
     reader: caprl_jsonl         # caprl_jsonl | sharegpt4v | densefusion | llava | open_llava_next
-    paths: [/abs/file.jsonl]    # files or folders (folders: every *.json / *.jsonl inside, sorted)
+    paths: [/abs/file.jsonl]    # files or folders (folders: every *.json / *.jsonl inside, sorted);
+                                #   *.jsonl is JSON Lines, *.json a JSON array when it starts with '['
     image_root: /abs/images     # image paths resolve against it and may never escape it
     field_map: {}               # e.g. {image: image_path, caption: text, id: uid}; detected when empty
-    subset_size: null           # N: keep the N rows whose seeded hash of the image key is smallest
+    path_prefix: null           # a string or list: keep only rows whose image path (relative to
+                                #   image_root; the first image of a conversation row) starts with one;
+                                #   the others, text-only rows included, are outside the dataset: counted
+                                #   in the manifest, not rejected (one origin of a mixed source, Table 2)
     match_key: path             # path | basename | id: what "the same image" means across sources
+    match_strip_prefix: null    # a string or list: the first that starts the image path is cut off
+                                #   before the path is used as the match key, so that e.g. CapRL-2M's
+                                #   "sharegpt4v/sam/x.jpg" and ShareGPT4V's "sam/x.jpg" are one image
+    subset_size: null           # N: keep the N rows whose seeded hash of the match key is smallest
     seed: 0                     # subset and prompt choice (overrides prepare_dataset's seed)
     prompts: null               # user instructions for caption rows; null -> DEFAULT_PROMPTS;
-                                #   "source" keeps the row's own instruction (conversation formats)
+                                #   "source" keeps the row's own instruction (conversation formats).
+                                #   The pick hashes the match key, not the row id: the same image gets
+                                #   the same instruction in every caption source (a fair comparison)
     over_cutoff: drop           # drop | truncate (truncate shortens the last assistant message)
     min_kept_fraction: 0.9      # fail the stage when fewer rows survive
     check_images: true          # false: no file access at all (visual tokens become an upper bound)
@@ -21,7 +31,10 @@ Schema (every key but name, reader and paths is optional):
     max_image_pixels: 178956970 # decompression-bomb bound (PIL's default)
     image_paths: absolute       # absolute | relative (relative: train with media_dir = image_root)
     rows_per_shard: 100000
+    workers: null               # processes; null: os.cpu_count() when the work is worth starting
+                                #   them (prepare.worker_count). Outputs do not depend on it.
     hub: {...}                  # ignored here (downloads are the harness's job)
+    expected_rows: 1246901      # ignored here: the published size, for `plan`'s cost estimate
 """
 
 from __future__ import annotations
@@ -41,10 +54,11 @@ DEFAULT_PROMPTS = (
     "What is in this image? Describe it thoroughly, including objects, text, layout and colors.",
 )
 
-_DEFAULTS = dict(label=None, image_root=None, field_map={}, subset_size=None, match_key="path", seed=None,
-                 prompts=None, over_cutoff="drop", min_kept_fraction=0.9, check_images=True, full_decode=False,
-                 min_image_side=8, max_image_pixels=178956970, image_paths="absolute", rows_per_shard=100_000)
-_IGNORED = ("hub",)
+_DEFAULTS = dict(label=None, image_root=None, field_map={}, path_prefix=None, match_key="path",
+                 match_strip_prefix=None, subset_size=None, seed=None, prompts=None, over_cutoff="drop",
+                 min_kept_fraction=0.9, check_images=True, full_decode=False, min_image_side=8,
+                 max_image_pixels=178956970, image_paths="absolute", rows_per_shard=100_000, workers=None)
+_IGNORED = ("hub", "expected_rows")
 _CHOICES = {"over_cutoff": ("drop", "truncate"), "match_key": ("path", "basename", "id"),
             "image_paths": ("absolute", "relative")}
 _SUFFIXES = (".jsonl", ".json")
@@ -58,8 +72,10 @@ class SourceSpec:
     label: str | None = None
     image_root: str | None = None
     field_map: dict = field(default_factory=dict)
-    subset_size: int | None = None
+    path_prefix: tuple[str, ...] | None = None
     match_key: str = "path"
+    match_strip_prefix: tuple[str, ...] = ()
+    subset_size: int | None = None
     seed: int | None = None
     prompts: tuple[str, ...] | str | None = None
     over_cutoff: str = "drop"
@@ -70,9 +86,13 @@ class SourceSpec:
     max_image_pixels: int = 178956970
     image_paths: str = "absolute"
     rows_per_shard: int = 100_000
+    workers: int | None = None
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The config that decides the outputs (workers does not: any count gives the same bytes)."""
+        out = asdict(self)
+        out.pop("workers")
+        return out
 
 
 def plain(obj):
@@ -113,7 +133,22 @@ def parse_source(source: Mapping) -> SourceSpec:
         values["prompts"] = tuple(prompts)
     if values["subset_size"] is not None and int(values["subset_size"]) <= 0:
         raise DataPrepError(f"source {src['name']!r}: subset_size must be positive or null")
+    if values["workers"] is not None and int(values["workers"]) < 1:
+        raise DataPrepError(f"source {src['name']!r}: workers must be at least 1, or null")
+    values["path_prefix"] = _prefixes(src["name"], "path_prefix", values["path_prefix"])
+    values["match_strip_prefix"] = _prefixes(src["name"], "match_strip_prefix", values["match_strip_prefix"]) or ()
     return SourceSpec(**values)
+
+
+def _prefixes(name: str, key: str, value) -> tuple[str, ...] | None:
+    """null, a string or a list of strings -> a tuple; the prefixes compare with paths relative to image_root."""
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) else value
+    if not items or not all(isinstance(p, str) and p and not p.startswith(("/", "./")) for p in items):
+        raise DataPrepError(f"source {name!r}: {key} must be null, or a path prefix relative to image_root "
+                            f"(e.g. 'sharegpt4v/'), or a list of them; got {value!r}")
+    return tuple(items)
 
 
 def input_files(spec: SourceSpec) -> list[Path]:

@@ -4,7 +4,9 @@ Why not ProcessPoolExecutor: a converted batch is ~0.5 MB, and receiving it thro
 64 KiB pipe (in pieces, via its manager thread) cost the main process as much CPU as the
 conversion itself. Here each worker has its own pair of pipes, enlarged to 1 MiB where the OS
 allows, batches go round-robin (so results come back in order without any bookkeeping) and at
-most `window` batches per worker are in flight (memory stays flat)."""
+most `window` batches per worker are in flight (memory stays flat).
+
+How many: worker_count. The results never depend on it, only the time does."""
 
 from __future__ import annotations
 
@@ -16,9 +18,41 @@ from contextlib import contextmanager
 from multiprocessing import get_context
 
 from data_prep.convert import Converter, Plan
+from data_prep.stream_json import iter_batches
 
 _PIPE_BYTES = 1 << 20
 _F_SETPIPE_SZ = 1031  # Linux
+
+# What a row costs one core, roughly (benchmarks/bench_data_prep.py: ~14 us and ~36 us per row on a
+# busy 2-core machine), against what starting the processes costs (spawn, imports, the tokenizer;
+# results come back after ~0.5-1 s): enough to tell a small caption file (inline is faster) from a
+# listing of many images to check (worth spreading), whatever the bytes.
+START_S = 1.0
+ROW_S = 1e-5               # parse, check and write a caption row of 1-2 KB
+IMAGE_ROW_S = 4e-5         # + an image header check, warm page cache (a cold disk costs far more)
+TOKENIZER_ROW_S = 4e-5     # + exact token counts of its text
+
+
+def worker_count(requested: int | None, files, total_bytes: int, *, check_images: bool, exact_tokens: bool) -> int:
+    """`requested` as given; None: every CPU this process may use, when the estimated work outweighs
+    starting them, else 1 (inline)."""
+    if requested is not None:
+        return int(requested)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    per_row = ROW_S + IMAGE_ROW_S * check_images + TOKENIZER_ROW_S * exact_tokens
+    return cpus if cpus > 1 and estimate_rows(files, total_bytes) * per_row >= START_S else 1
+
+
+def estimate_rows(files, total_bytes: int) -> int:
+    """Rows in all files, extrapolated from the first batch of the first file (one chunk read)."""
+    first = next(iter_batches(files[0], 0), None) if files else None
+    if first is None or not first.nbytes:
+        return 0
+    if first.kind == "lines":
+        rows = first.payload.count(b"\n") + (not first.payload.endswith(b"\n"))
+    else:
+        rows = len(first.payload)
+    return rows * total_bytes // first.nbytes
 
 
 class Workers:

@@ -38,15 +38,17 @@ def build_tiny_vit_source(out_dir: Path, tokenizer_dir: Path, *, text_hidden: in
 
 def build_tiny_llm_source(out_dir: Path, tokenizer_dir: Path, *, hidden: int = 64, layers: int = 2, seed: int = 1,
                           tie_word_embeddings: bool = True, dtype: str = "float32",
-                          vocab_size: int | None = None) -> Path:
-    """Write a tiny Qwen2ForCausalLM + tokenizer into `out_dir` (tied embeddings like Qwen2.5-3B by default)."""
+                          vocab_size: int | None = None, **config_overrides) -> Path:
+    """Write a tiny Qwen2ForCausalLM + tokenizer into `out_dir` (tied embeddings like Qwen2.5-3B by default).
+
+    config_overrides: Qwen2Config fields to set instead of the tiny defaults (e.g. num_attention_heads,
+    rope_parameters), so tests can build an LLM that differs from the ViT source's text part everywhere."""
     import torch
     from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    config = Qwen2Config(**_tiny_text_config(tok, hidden=hidden, layers=layers, heads=4, kv_heads=2, mrope=False,
-                                             rows=vocab_size),
-                         tie_word_embeddings=tie_word_embeddings)
+    fields = _tiny_text_config(tok, hidden=hidden, layers=layers, heads=4, kv_heads=2, mrope=False, rows=vocab_size)
+    config = Qwen2Config(**{**fields, **config_overrides}, tie_word_embeddings=tie_word_embeddings)
     out_dir = Path(out_dir)
     _save_model(Qwen2ForCausalLM, config, out_dir, seed, getattr(torch, dtype))
     tok.save_pretrained(out_dir)

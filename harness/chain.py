@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from harness.stage import Stage
+from train.render import fingerprinted
 
 WORLD_PREFIX = "world://"
 TRAIN_STAGES = ("alignment", "further_pretrain", "sft")
@@ -63,7 +64,8 @@ def build_chain(cfg: Mapping) -> list[Stage]:
     stages += _data_prep(cfg)
     stages += _training(cfg)
     stages.append(_evaluate(cfg, model_from=stages[-1].name))
-    report_inputs = {"results": "evaluate"}
+    # The report reads the scores and, for the loss plot, each training stage's trainer state.
+    report_inputs = {"results": "evaluate", **{s.name: s.name for s in stages if s.kind == "train"}}
     if cfg["eval"].get("reference_model"):
         stages.append(_reference(cfg))
         report_inputs["reference"] = "evaluate.reference"
@@ -110,7 +112,7 @@ def _training(cfg: Mapping) -> list[Stage]:
         config = {
             "name": name,
             "stage": spec,
-            "common": dict(cfg["train"]["common"]),
+            "common": fingerprinted(cfg["train"]["common"]),  # retention/logging do not change the weights
             "deepspeed": cfg["deepspeed"],
             # Only the world size decides the output; addresses and ranks do not.
             "world_size": {"nnodes": int(launcher["nnodes"]), "nproc_per_node": int(launcher["nproc_per_node"])},

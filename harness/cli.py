@@ -31,6 +31,52 @@ examples:
 """
 
 
+COMMAND_HELP = {
+    "run": """usage: python -m harness run [-m] [key=value ...]
+
+Run the stage chain of one job (or, with -m, of every job of a Hydra sweep over a,b,c values).
+Stages already done with the same fingerprint are skipped; a killed run resumes where it stopped.
+
+  experiment=NAME        embedded (default: tiny offline, CPU) or caprl2m (the paper's recipe)
+  group=option           swap one part (see `python -m harness --help` for groups and options)
+  key.sub=value          set one value, e.g. train.common.max_steps=10 seed=1
+  force=[stage,...]      redo these stages (a stage name such as train.sft, or a kind such as
+                         train) and everything that reads them, even though they are done
+  until=stage            stop after this stage, e.g. until=data_prep.captions
+  -m                     multirun: one job per combination of comma-separated values; shared
+                         stages run once; failures do not stop the other jobs; a summary and
+                         the ablation report come at the end
+
+outputs: results/runs/<experiment>/<backbone>-<captions>/ (one run) or
+         results/sweeps/<experiment>/<swept key=value,...>/ (a sweep), stage outputs in results/store/
+examples:
+  python -m harness run
+  python -m harness run -m captions=vanilla,synthetic_sparse,synthetic_dense
+  python -m harness run experiment=caprl2m force=[train.sft]
+""",
+    "plan": """usage: python -m harness plan [key=value ...]
+
+Print the chain a run would execute, without running anything: each stage's state (done / to
+do), output folder, inputs, datasets, freeze flags, learning rate, global batch, a cost estimate,
+and the exact commands (per node for multi-node training). Takes the same overrides as `run`;
+with sweep values (a,b) it prints the plan of every job.
+
+examples:
+  python -m harness plan experiment=caprl2m
+  python -m harness plan experiment=caprl2m launcher=multinode
+""",
+    "prefetch": """usage: python -m harness prefetch [key=value ...]
+
+Download, while online, what a config needs later offline: the backbone's ViT and LLM sources,
+the caption/SFT datasets that name a hub repo, and the benchmark datasets of `benchmarks=`.
+Takes the same overrides as `run`.
+
+example:
+  python -m harness prefetch experiment=caprl2m benchmarks=paper_table1
+""",
+}
+
+
 def usage() -> str:
     from harness.config import group_options, groups
 
@@ -52,7 +98,7 @@ def main(argv: Sequence[str]) -> int:
         print(f"unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
     if any(a in ("-h", "--help") for a in rest):
-        print(usage())
+        print(COMMAND_HELP[command])
         return 0
     from harness.config import BadOverride, validate_overrides
 
@@ -74,8 +120,12 @@ def main(argv: Sequence[str]) -> int:
 
 
 def _plan(overrides: list[str]) -> int:
-    from harness.config import compose_config, to_plain
+    from harness.config import compose_config, job_overrides, to_plain
     from harness.plan import render_plan
 
-    print(render_plan(to_plain(compose_config(overrides))))
+    jobs = job_overrides(overrides)
+    for i, job in enumerate(jobs):
+        if len(jobs) > 1:
+            print(f"{'=' * 20} job {i + 1} of {len(jobs)}: {' '.join(job)}\n")
+        print(render_plan(to_plain(compose_config(job))))
     return 0

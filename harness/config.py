@@ -68,6 +68,14 @@ def _single_overrides(overrides: Sequence[str]) -> tuple[list[str], list[list[st
     return fixed, sweeps
 
 
+def job_overrides(overrides: Sequence[str]) -> list[list[str]]:
+    """The overrides of every job of a (multi)run: the cartesian product of the sweep values."""
+    import itertools
+
+    fixed, sweeps = _single_overrides(overrides)
+    return [fixed + list(combo) for combo in itertools.product(*sweeps)]
+
+
 def validate_overrides(overrides: Sequence[str]) -> None:
     """Compose every value a (multi)run will use; raise BadOverride naming key and choices."""
     try:
@@ -86,6 +94,17 @@ def validate_overrides(overrides: Sequence[str]) -> None:
             raise
         except Exception as exc:  # noqa: BLE001 - Hydra/OmegaConf raise several types
             raise BadOverride(explain(exc, cand)) from None
+        check_values(cfg, cand)
+
+
+def check_values(cfg: DictConfig, overrides: Sequence[str]) -> None:
+    """What composes can still be unusable (harness/validate.py); say so before any work."""
+    from harness.validate import run_problems
+
+    problems = run_problems(to_plain(cfg))
+    if problems:
+        where = f" (with {' '.join(overrides)})" if overrides else ""
+        raise BadOverride("; ".join(problems) + where)
 
 
 def explain(exc: Exception, overrides: Sequence[str]) -> str:

@@ -1,38 +1,136 @@
-"""The bill before launching: tokens per training stage (from its data_prep manifest), training
-FLOPs, and GPU-hours on a chosen GPU at an assumed utilisation (config node `cost`).
+"""The bill before launching: tokens per training stage, training FLOPs, and GPU-hours on a chosen
+GPU at an assumed model-FLOPs utilisation (config node `cost`). An estimate, printed as one.
 
-FLOPs use the usual dense-transformer estimate, 6 x parameters x tokens (forward + backward);
-frozen parts still run forward and pass gradients back, so the estimate uses all parameters.
-It is an estimate, printed as one, never a measurement."""
+Tokens = samples trained on x tokens per sample.
+- samples: max_steps x global batch when max_steps is set (the trainer cycles through the data
+  as often as it takes), else rows x num_train_epochs.
+- tokens per sample (text + visual) from the data_prep manifest of the stage's data. Before
+  data_prep has run: at most cutoff_len (data_prep drops longer samples), with rows from the
+  source's subset_size, else its expected_rows (the published size); printed as an upper bound.
+  Without any of them: unknown.
+
+FLOPs, a dense-transformer approximation (attention and the LM head ignored): a module of P
+parameters that sees T tokens costs 2PT forward; backward costs 2PT for its weight gradients if
+it trains, plus 2PT for activation gradients if it or any module before it trains (the gradient
+must pass through it to reach trainable weights). Modules in forward order:
+    ViT blocks  P = params.vit - params.projector   T = 4 x visual tokens (14-px patches, 2x2 merge)
+    projector   P = params.projector (0 if the backbone does not give it: ~1% of the ViT)
+                                                    T = visual tokens
+    LLM         P = params.llm                      T = text + visual tokens
+Everything trainable gives the familiar 6PT; stage 0 (projector only) costs 2PT in the ViT and
+4PT in the LLM (forward, plus activation gradients down to the projector)."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
+
+PATCHES_PER_VISUAL_TOKEN = 4   # Qwen2.5-VL merges 2x2 ViT patches into one LLM token
 
 
-def stage_tokens(data_dir: Path, epochs: float) -> int | None:
-    manifest = data_dir / "manifest.json"
-    if not (data_dir / ".done.json").exists() or not manifest.exists():
+def read_manifest(data_dir: Path) -> dict | None:
+    """The manifest of a finished data_prep stage (None before): the one place here that knows
+    where data_prep writes it (data_prep/outdir.py MANIFEST; not imported, plan stays light)."""
+    path = Path(data_dir) / "manifest.json"
+    if not (Path(data_dir) / ".done.json").exists() or not path.exists():
         return None
-    m = json.loads(manifest.read_text())
-    return int((m.get("total_text_tokens", 0) + m.get("total_visual_tokens", 0)) * epochs)
+    return json.loads(path.read_text())
 
 
-def flops(params: float, tokens: int) -> float:
-    return 6.0 * params * tokens
+@dataclass(frozen=True)
+class Tokens:
+    llm: float          # tokens through the LLM: text + visual
+    visual: float       # visual tokens (after the 2x2 merge)
+    how: str            # where the count comes from, printed with it
+    upper_bound: bool = False
+
+
+def stage_tokens(common: Mapping, global_batch: int, manifest: dict | None, source: Mapping) -> Tokens | None:
+    steps = int(common.get("max_steps") or -1)
+    epochs = float(common["num_train_epochs"])
+    if manifest is not None:
+        rows = int(manifest["rows_kept"])
+        text, visual = (float(manifest[k]) / rows if rows else 0.0
+                        for k in ("total_text_tokens", "total_visual_tokens"))
+        if steps > 0:
+            samples, how = steps * global_batch, f"{steps} steps x global batch {global_batch}"
+        else:
+            samples, how = rows * epochs, f"{rows:,} rows x {epochs:g} epoch(s)"
+        return Tokens(samples * (text + visual), samples * visual,
+                      f"{samples:,.0f} samples = {how}; {text + visual:,.1f} tokens per sample from data_prep")
+    cutoff = int(common["cutoff_len"])
+    if steps > 0:
+        samples, how = steps * global_batch, f"{steps} steps x global batch {global_batch}"
+    elif source.get("subset_size") or source.get("expected_rows"):
+        key = "subset_size" if source.get("subset_size") else "expected_rows"
+        rows = int(source[key])
+        samples, how = rows * epochs, f"{key} {rows:,} x {epochs:g} epoch(s)"
+    else:
+        return None
+    # A sample never exceeds cutoff_len, so neither its LLM tokens nor its visual tokens do.
+    return Tokens(samples * cutoff, samples * cutoff, f"{samples:,.0f} samples = {how}, each at most cutoff_len "
+                  f"{cutoff}; data_prep not done", upper_bound=True)
+
+
+def train_flops(params: Mapping, spec: Mapping, tokens: Tokens) -> float:
+    projector = float(params.get("projector", 0.0))
+    modules = [  # forward order: (parameters, tokens seen, trains)
+        (float(params["vit"]) - projector, PATCHES_PER_VISUAL_TOKEN * tokens.visual, not spec["freeze_vision_tower"]),
+        (projector, tokens.visual, not spec["freeze_multi_modal_projector"]),
+        (float(params["llm"]), tokens.llm, not spec["freeze_language_model"]),
+    ]
+    total, upstream_trains = 0.0, False
+    for p, t, trains in modules:
+        upstream_trains = upstream_trains or trains
+        total += 2 * p * t * (1 + trains + upstream_trains)
+    return total
+
+
+@dataclass(frozen=True)
+class StageCost:
+    stage: str
+    tokens: Tokens | None
+    flops: float | None
+
+
+def stage_cost(stage: str, stage_config: Mapping, data_dir: Path, cfg: Mapping) -> StageCost:
+    """The estimate of one training stage (its chain config) on the data in data_dir."""
+    spec = stage_config["stage"]
+    tokens = stage_tokens(stage_config["common"], int(spec["global_batch_size"]), read_manifest(data_dir),
+                          cfg[spec["data"]])
+    return StageCost(stage, tokens, None if tokens is None else train_flops(cfg["backbone"]["params"], spec, tokens))
 
 
 def gpu_hours(total_flops: float, cost: Mapping) -> float:
     return total_flops / (float(cost["peak_tflops"]) * 1e12 * float(cost["mfu"])) / 3600.0
 
 
-def cost_line(data_dir: Path, epochs: float, backbone: Mapping, cost: Mapping) -> str:
-    tokens = stage_tokens(data_dir, epochs)
-    if tokens is None:
-        return "cost: tokens unknown until its data_prep stage is done (run with until=<that stage>)"
-    params = float(backbone["params"]["llm"]) + float(backbone["params"]["vit"])
-    f = flops(params, tokens)
-    return (f"cost: {tokens:,} tokens x {epochs:g} epoch(s) -> {f:.3g} FLOPs ~ {gpu_hours(f, cost):,.1f} "
-            f"{cost['gpu']} GPU-hours at {float(cost['mfu']):.0%} utilisation (estimate)")
+def _bill(flops: float, cost: Mapping) -> str:
+    hours = gpu_hours(flops, cost)
+    return (f"{flops:.3g} FLOPs ~ {hours:,.1f}" if hours >= 10 else f"{flops:.3g} FLOPs ~ {hours:.3g}") + \
+        f" {cost['gpu']} GPU-hours at {float(cost['mfu']):.0%} MFU"
+
+
+def cost_line(est: StageCost, cost: Mapping) -> str:
+    if est.tokens is None:
+        return ("cost: tokens unknown until its data_prep stage is done (set train.common.max_steps or the "
+                "source's subset_size for an upper bound)")
+    t = est.tokens
+    if t.upper_bound:
+        return f"cost: at most {t.llm:,.0f} tokens ({t.how}) -> {_bill(est.flops, cost)} (upper bound)"
+    return f"cost: {t.llm:,.0f} tokens ({t.how}) -> {_bill(est.flops, cost)} (estimate)"
+
+
+def total_line(estimates: Sequence[StageCost], cost: Mapping, world_size: int) -> str:
+    known = [e for e in estimates if e.tokens is not None]
+    if not known:
+        return "total training cost: unknown until the data_prep stages are done"
+    flops = sum(e.flops for e in known)
+    bound = any(e.tokens.upper_bound for e in known)
+    unknown = [e.stage for e in estimates if e.tokens is None]
+    wall = gpu_hours(flops, cost) / world_size
+    return (f"total training cost ({len(known)} stage(s){', without ' + ', '.join(unknown) if unknown else ''}): "
+            f"{'at most ' if bound else ''}{sum(e.tokens.llm for e in known):,.0f} tokens -> {_bill(flops, cost)}"
+            f", ~{wall:.3g} h wall-clock on {world_size} GPU(s) ({'upper bound' if bound else 'estimate'})")

@@ -6,12 +6,14 @@ multi-node training). Imports nothing heavy (no torch), so it answers in about a
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Mapping
 
 from harness.chain import build_chain, resolve_world, run_label
-from harness.cost import cost_line
+from harness.cost import cost_line, stage_cost, total_line
 from harness.proc import shell_line
+from harness.runner import why_redo
 from harness.stage import Stage, chain_fingerprints
 from harness.store import Store
 
@@ -23,57 +25,70 @@ def render_plan(cfg: Mapping) -> str:
     dirs = {s.name: store.dir_for(s.kind, fps[s.name]) for s in chain}
     world = str(dirs["world"]) if "world" in dirs else None
     lines = [f"run {run_label(cfg)}  (store: {store.root})", ""]
+    costs = []
     for i, stage in enumerate(chain, 1):
-        state = "done" if store.is_done(dirs[stage.name], fps[stage.name]) else "to do"
+        reason = why_redo(store, stage, fps, dirs)
+        state = "done" if reason is None else "to do" if reason == "not done" else f"to redo: {reason}"
         lines.append(f"{i}. {stage.name} [{state}]  {stage.summary}")
         lines.append(f"   output: {dirs[stage.name]}")
         if stage.inputs:
             lines.append("   inputs: " + ", ".join(f"{r} <- {n}" for r, n in stage.inputs.items()))
         config = resolve_world(dict(stage.config), world)
-        lines += [f"   {line}" for line in _details(stage, config, dirs, cfg)]
+        if stage.kind == "train":
+            costs.append(stage_cost(stage.name, config, dirs[stage.inputs["data"]], cfg))
+        lines += [f"   {line}" for line in _details(stage, config, dirs, cfg, costs)]
         lines.append("")
+    if costs:
+        from train.launch import world_size
+
+        lines.append(total_line(costs, cfg["cost"], world_size(cfg["launcher"])))
     return "\n".join(lines)
 
 
-def _details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mapping) -> list[str]:
+def _details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mapping, costs: list) -> list[str]:
     if stage.kind == "data_prep":
         src = config["source"]
         return [f"reads: {', '.join(map(str, src['paths']))} (images under {src['image_root']})",
                 f"subset: {src.get('subset_size') or 'all rows'}; cutoff_len {config['cutoff_len']}"]
     if stage.kind == "train":
-        return _train_details(stage, config, dirs, cfg)
+        return _train_details(stage, config, dirs, cfg, cost_line(costs[-1], cfg["cost"]))
     if stage.kind == "evaluate":
         model = config["model"] if "model" in config else dirs[stage.inputs["model"]] / "model"
         return _eval_details(config, dirs[stage.name], model)
     return []
 
 
-def _train_details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mapping) -> list[str]:
-    from train.launch import all_node_envs, train_command
-    from train.render import FREEZE_KEYS, render_lf_config
+def _train_details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mapping, cost: str) -> list[str]:
+    from train.batch import BatchError
+    from train.launch import SLURM_MASTER_EXPR, all_node_envs, train_command
+    from train.render import FREEZE_KEYS, render_lf_config, with_run_settings
 
     out = dirs[stage.name]
-    data_dir = dirs[stage.inputs["data"]]
     ds = config["deepspeed"]
-    lf = render_lf_config(config=config, model_dir=dirs[stage.inputs["model"]] / "model", dataset_dir=data_dir,
-                          dataset=cfg[config["stage"]["data"]]["name"], output_dir=out / "model",
-                          tokenized_path=None,
-                          deepspeed_json=(out / f"deepspeed_{ds['name']}.json") if ds.get("config") else None)
     spec = config["stage"]
+    flags = (f"dataset: {cfg[spec['data']]['name']}  trainable: {spec['trainable']}  "
+             + "  ".join(f"{k}={spec[k]}" for k in FREEZE_KEYS))
+    try:
+        lf = render_lf_config(config=with_run_settings(config, cfg["train"]["common"]),
+                              model_dir=dirs[stage.inputs["model"]] / "model", dataset_dir=dirs[stage.inputs["data"]],
+                              dataset=cfg[spec["data"]]["name"], output_dir=out / "model", tokenized_path=None,
+                              deepspeed_json=(out / f"deepspeed_{ds['name']}.json") if ds.get("config") else None)
+    except BatchError as exc:   # shown, not raised: the rest of the plan is still worth reading
+        return [flags, f"cannot render llamafactory.yaml: {exc}", cost]
     world = config["world_size"]["nnodes"] * config["world_size"]["nproc_per_node"]
     lines = [
-        f"dataset: {lf['dataset']}  trainable: {spec['trainable']}  "
-        + "  ".join(f"{k}={spec[k]}" for k in FREEZE_KEYS),
+        flags,
         f"learning_rate: {lf['learning_rate']:g}  global batch: {spec['global_batch_size']} = "
         f"{lf['per_device_train_batch_size']} per device x {world} processes x {lf['gradient_accumulation_steps']} "
         f"accumulation  deepspeed: {ds['name']}",
+        cost,
     ]
-    epochs = lf["num_train_epochs"] if lf["max_steps"] in (-1, None) else 1
-    lines.append(cost_line(data_dir, epochs, cfg["backbone"], cfg["cost"]))
-    envs = all_node_envs(cfg["launcher"], deepspeed=ds.get("config") is not None)
+    # master_addr=auto is resolved by SLURM on the node; plan shows the expression the node evaluates.
+    envs = all_node_envs(cfg["launcher"], deepspeed=ds.get("config") is not None, resolve=False)
     for rank, env in enumerate(envs):
         prefix = f"node {rank}: " if len(envs) > 1 else "command: "
-        lines.append(prefix + shell_line(train_command(out / "llamafactory.yaml"), env))
+        line = shell_line(train_command(out / "llamafactory.yaml"), env)
+        lines.append(prefix + line.replace(shlex.quote(SLURM_MASTER_EXPR), f'"{SLURM_MASTER_EXPR}"'))
     return lines
 
 

@@ -38,14 +38,21 @@ def prefetch(overrides: list[str], log=print) -> int:
     cfg = to_plain(compose_config(overrides))
     try:
         if not uses_world(cfg["backbone"]):
-            from init_vlm import resolve_source
+            from init_vlm.sources import VISION_PREFIXES, resolve_source
 
-            for key in ("vit_source", "llm_source"):
-                log(f"backbone {key}: {resolve_source(cfg['backbone'][key], cfg['backbone'].get(key.replace('source', 'revision')))}")
+            bb = cfg["backbone"]
+            # the ViT source gives only its vision tower: fetch only the shards that hold it
+            log(f"backbone vit_source: {resolve_source(bb['vit_source'], bb['vit_revision'], only_prefixes=VISION_PREFIXES)}")
+            log(f"backbone llm_source: {resolve_source(bb['llm_source'], bb['llm_revision'])}")
         for role in DATA_ROLES:
             source = cfg[role]
             if source.get("hub") and not uses_world(source):
                 download_dataset(source, log)
+        reference = cfg["eval"].get("reference_model")
+        if reference:  # the calibration row's stock model, read by lmms-eval from the HF cache
+            from huggingface_hub import snapshot_download
+
+            log(f"reference model: {snapshot_download(repo_id=reference)}")
         from evaluation import prefetch as prefetch_benchmarks
 
         prefetch_benchmarks(cfg["benchmarks"], log=log)

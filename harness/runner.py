@@ -6,6 +6,7 @@ link to the stage's folder in the content-addressed store.
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ from harness.chain import resolve_world
 from harness.stage import Stage, chain_fingerprints
 from harness.status import RunStatus, now
 from harness.store import STAGE_INFO, Store, write_json_atomic
+
+STARTED_ENV = "CAPRL_STARTED"
 
 
 @dataclass
@@ -41,6 +44,30 @@ class StageFailed(RuntimeError):
         self.stage = stage
 
 
+def why_redo(store: Store, stage: Stage, fps: Mapping[str, str], dirs: Mapping[str, Path],
+             forced_before: float | None = None) -> str | None:
+    """Why a stage must (re)compute, or None when its output in the store is current.
+
+    Make's rule on top of the fingerprint: an output older than one of its inputs is stale (the
+    input was forced and recomputed, so the old output came from other bytes). A forced stage is
+    redone unless it already was since `forced_before` (an earlier job of the same sweep)."""
+    mine = store.finished_at(dirs[stage.name], fps[stage.name])
+    if mine is None:
+        return "not done"
+    if forced_before is not None and mine < forced_before:
+        return "forced"
+    for name in stage.inputs.values():
+        theirs = store.finished_at(dirs[name], fps[name])
+        if theirs is not None and theirs > mine:
+            return f"its input {name} was recomputed after it"
+    return None
+
+
+def invocation_started() -> float:
+    """The start of this command: set once by the CLI in CAPRL_STARTED, inherited by every job."""
+    return float(os.environ.get(STARTED_ENV) or time.time())
+
+
 def _forced(stage: Stage, force: list[str]) -> bool:
     return stage.name in force or stage.kind in force
 
@@ -55,7 +82,7 @@ def _link(run_dir: Path, name: str, target: Path) -> None:
 
 class Runner:
     def __init__(self, store: Store, run_dir: Path, steps: Mapping[str, Callable[[StageContext], Any]],
-                 run_cfg: dict | None = None, poll_seconds: float = 10.0):
+                 run_cfg: dict | None = None, poll_seconds: float = 10.0, started: float | None = None):
         self.store, self.run_dir, self.steps = store, Path(run_dir), steps
         self.run_cfg = run_cfg or {}
         # Multi-node: every node runs the same job; only node 0 computes and marks stages done.
@@ -64,6 +91,9 @@ class Runner:
         self.follower = rank > 0
         self.suffix = f".node{rank}" if self.follower else ""   # followers never overwrite node 0's files
         self.poll_seconds = poll_seconds
+        # When this command started (shared by every job of a sweep, see harness/job.py): a forced
+        # stage finished after it was already redone by an earlier job of the same sweep.
+        self.started = started if started is not None else invocation_started()
 
     def run(self, chain: list[Stage], *, run_label: str, force: list[str] = ()) -> RunStatus:
         fps = chain_fingerprints(chain)
@@ -75,52 +105,64 @@ class Runner:
             _link(self.run_dir, stage.name, dirs[stage.name])
         try:
             for stage in chain:
-                self._run_stage(stage, fps[stage.name], dirs, status, list(force))
-        except StageFailed as exc:
-            status.finish("failed", error=str(exc))
+                self._run_stage(stage, fps, dirs, status, list(force))
+        except BaseException as exc:  # noqa: BLE001 - whatever stops the chain, status.json says so
+            status.finish("failed", error=str(exc) if isinstance(exc, StageFailed) else f"{type(exc).__name__}: {exc}")
             raise
         status.finish("done")
         return status
 
-    def _run_stage(self, stage: Stage, fp: str, dirs: dict[str, Path], status: RunStatus, force: list[str]) -> None:
-        folder = dirs[stage.name]
-        ctx = StageContext(stage, folder, {r: dirs[n] for r, n in stage.inputs.items()},
-                           resolve_world(dict(stage.config), str(dirs["world"]) if "world" in dirs else None),
-                           self.run_dir / "logs" / f"{stage.name}{self.suffix}.log", self.run_dir, self.run_cfg)
+    def why_redo(self, stage: Stage, fps: Mapping[str, str], dirs: Mapping[str, Path], forced: bool) -> str | None:
+        return why_redo(self.store, stage, fps, dirs, forced_before=self.started if forced else None)
+
+    def _context(self, stage: Stage, dirs: Mapping[str, Path]) -> StageContext:
+        return StageContext(stage, dirs[stage.name], {r: dirs[n] for r, n in stage.inputs.items()},
+                            resolve_world(dict(stage.config), str(dirs["world"]) if "world" in dirs else None),
+                            self.run_dir / "logs" / f"{stage.name}{self.suffix}.log", self.run_dir, self.run_cfg)
+
+    def _run_stage(self, stage: Stage, fps: Mapping[str, str], dirs: dict[str, Path], status: RunStatus,
+                   force: list[str]) -> None:
+        folder, fp = dirs[stage.name], fps[stage.name]
+        ctx = self._context(stage, dirs)
         forced = _forced(stage, force)
         if self.follower:
-            return self._follow(ctx, fp, status)
-        if self.store.is_done(folder, fp) and not forced:
+            return self._follow(ctx, fp, status, self.why_redo(stage, fps, dirs, forced))
+        if self.why_redo(stage, fps, dirs, forced) is None:
             ctx.log(f"done already ({folder}), skipped")
             status.stage(stage.name, "skipped", dir=str(folder), fingerprint=fp)
             return
         with self.store.lock(folder, log=ctx.log):
-            if self.store.is_done(folder, fp) and not forced:  # another job finished it meanwhile
+            reason = self.why_redo(stage, fps, dirs, forced)  # another job may have finished it meanwhile
+            if reason is None:
                 status.stage(stage.name, "skipped", dir=str(folder), fingerprint=fp)
                 return
-            self._execute(ctx, fp, status, forced)
+            self._execute(ctx, fp, status, reason)
 
-    def _follow(self, ctx: StageContext, fp: str, status: RunStatus) -> None:
+    def _follow(self, ctx: StageContext, fp: str, status: RunStatus, reason: str | None) -> None:
         """Node rank > 0: take part in training, wait for node 0 to finish everything else."""
         folder = ctx.out_dir
-        if ctx.stage.kind == "train" and not self.store.is_done(folder, fp):
-            ctx.log("joining training as a follower node")
+        before = self.store.finished_at(folder, fp) if reason is not None else None
+        if ctx.stage.kind == "train" and reason is not None:
+            ctx.log(f"joining training as a follower node ({reason})")
             status.stage(ctx.stage.name, "running", dir=str(folder), fingerprint=fp, started=now())
             folder.mkdir(parents=True, exist_ok=True)
             self.steps[ctx.stage.kind](ctx)
-        while not self.store.is_done(folder, fp):
+        # Wait for node 0's mark; when the stage is being redone, for a mark newer than the old one.
+        while (done := self.store.finished_at(folder, fp)) is None or (reason is not None and done == before):
             time.sleep(self.poll_seconds)
         status.stage(ctx.stage.name, "skipped", dir=str(folder), fingerprint=fp, note="done by node 0")
 
-    def _execute(self, ctx: StageContext, fp: str, status: RunStatus, forced: bool) -> None:
+    def _execute(self, ctx: StageContext, fp: str, status: RunStatus, reason: str) -> None:
         stage, folder = ctx.stage, ctx.out_dir
         self.store.unmark(folder)
-        if forced or not stage.resumable or not folder.exists():
+        # A resumable stage keeps what a killed attempt left (its checkpoints) only when it was
+        # simply not done; forced or stale, it starts over.
+        if reason != "not done" or not stage.resumable or not folder.exists():
             self.store.clear(folder)  # a partial output of a non-resumable stage is discarded
         write_json_atomic(folder / STAGE_INFO, {"name": stage.name, "kind": stage.kind, "fingerprint": fp,
                                                 "config": stage.config, "inputs": dict(stage.inputs)})
         t0 = time.time()
-        ctx.log(f"running ({'forced, ' if forced else ''}output: {folder})")
+        ctx.log(f"running ({'' if reason == 'not done' else reason + ', '}output: {folder})")
         status.stage(stage.name, "running", dir=str(folder), fingerprint=fp, started=now())
         try:
             info = self.steps[stage.kind](ctx) or {}

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 KIND_VERSIONS = {
     "world": 1,
     "init_vlm": 1,
-    "data_prep": 1,
+    "data_prep": 2,
     "train": 1,
     "evaluate": 1,
     "report": 1,

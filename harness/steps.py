@@ -22,7 +22,7 @@ def init_vlm(ctx: StageContext) -> dict:
     manifest = build_vlm(c["vit_source"], c["llm_source"], ctx.out_dir / "model", projector_init=c["projector_init"],
                          seed=c["seed"], dtype=c["dtype"], vit_revision=c["vit_revision"],
                          llm_revision=c["llm_revision"], log=ctx.log)
-    return {"params": manifest.get("param_counts")}
+    return {"params": manifest["parameters_per_module"]}
 
 
 def data_prep(ctx: StageContext) -> dict:
@@ -55,13 +55,18 @@ def evaluate(ctx: StageContext) -> dict:
 
 
 def report(ctx: StageContext) -> dict:
-    from report import collect_records, write_report
+    from harness.sweep import PAPER_TABLES
+    from report import collect_records, plot_loss_curves, write_report
+    from report.cli import trainer_state
 
-    records = collect_records(list(ctx.inputs.values()))
-    paper = Path(__file__).resolve().parent.parent / "results" / "paper" / "paper_table1.csv"
-    paths = write_report(records, ctx.out_dir, paper_csv=paper, title=f"Results of {ctx.config['run']}")
-    markdown = paths.get("markdown_text") or (ctx.out_dir / "table.md").read_text()
-    ctx.log("\n" + str(markdown))
+    scores = [path for role, path in ctx.inputs.items() if not role.startswith("train.")]
+    paths = write_report(collect_records(scores), ctx.out_dir, paper_csv=[p for p in PAPER_TABLES if p.exists()],
+                         title=f"Results of {ctx.config['run']}")
+    ctx.log("\n" + str(paths["markdown_text"]))
+    curves = {role.removeprefix("train."): state for role, path in ctx.inputs.items()
+              if role.startswith("train.") and (state := trainer_state(path / "model")) is not None}
+    if curves:
+        plot_loss_curves(curves, ctx.out_dir / "loss_curves.png")
     return {"table": str(ctx.out_dir / "table.md")}
 
 

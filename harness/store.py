@@ -44,8 +44,13 @@ class Store:
     def is_done(self, folder: Path, fp: str) -> bool:
         return self.done_info(folder, fp) is not None
 
+    def finished_at(self, folder: Path, fp: str) -> float | None:
+        """When the stage was marked done (epoch seconds); 0.0 for markers older than this field."""
+        info = self.done_info(folder, fp)
+        return None if info is None else float(info.get("finished_at", 0.0))
+
     def mark_done(self, folder: Path, fp: str, info: dict) -> None:
-        write_json_atomic(folder / DONE, {**info, "fingerprint": fp})
+        write_json_atomic(folder / DONE, {**info, "fingerprint": fp, "finished_at": time.time()})
 
     def unmark(self, folder: Path) -> None:
         (folder / DONE).unlink(missing_ok=True)

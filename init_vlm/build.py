@@ -1,8 +1,9 @@
 """The init_vlm stage: a pretrained ViT (from a Qwen2.5-VL checkpoint) + a pretrained Qwen2 LLM + a new projector.
 
-Order of work: check everything that can be checked from configs and safetensors headers, then
-stream weights into a hidden temporary folder, write tokenizer/processor/config/manifest, verify by
-reloading, and only then rename the folder into place. Nothing ever holds a whole source model."""
+Order of work: check everything that can be checked from configs, safetensors headers, the tokenizer
+and the processor, then stream weights into a hidden temporary folder, write tokenizer/processor/
+config/manifest, verify by reloading, and only then rename the folder into place (publish). Nothing
+ever holds a whole source model."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from init_vlm.errors import InitVLMError
 from init_vlm.manifest import (library_versions, module_parameters, parameter_groups, source_record,
                                write_manifest)
 from init_vlm.projector import PROJECTOR_INITS, init_projector, projector_shapes
+from init_vlm.publish import partial_dir, prepare_out_dir
 from init_vlm.safetensors_io import torch_dtype
-from init_vlm.sources import open_checkpoint
+from init_vlm.sources import VISION_PREFIXES, open_checkpoint
 from init_vlm.tokenizer import build_processor, prepare_tokenizer
 from init_vlm.verify import verify_output
 from init_vlm.weights import (attach_projector, check_vocab_rows, expected_tensors, plan_tensors, resize_vocab,
@@ -28,15 +30,17 @@ def build_vlm(vit_source: str, llm_source: str, out_dir: Path, *, projector_init
               llm_revision: str | None = None, verify: bool = True, log=print) -> dict:
     """Build the fresh VLM into `out_dir` (must not exist, or be empty); returns the manifest."""
     out_dir = Path(out_dir)
-    _check_out_dir(out_dir)
+    prepare_out_dir(out_dir, log)
     if projector_init not in PROJECTOR_INITS:
         raise InitVLMError(f"projector_init {projector_init!r} is not one of {', '.join(PROJECTOR_INITS)}")
-    vit = open_checkpoint("ViT", str(vit_source), vit_revision)
+    vit = open_checkpoint("ViT", str(vit_source), vit_revision, only_prefixes=VISION_PREFIXES)
     llm = open_checkpoint("LLM", str(llm_source), llm_revision)
     log(f"sources: ViT {vit.folder} ({len(vit.tensors)} tensors), LLM {llm.folder} ({len(llm.tensors)} tensors)")
 
     vit_cfg, llm_cfg = read_vit_config(vit), read_llm_config(llm)
     tok = prepare_tokenizer(llm)
+    # Loaded now, not when writing: a ViT source without a usable processor fails before a 72B pass.
+    processor = build_processor(vit, tok.tokenizer)
     if tok.original_len > llm_cfg.vocab_size:
         raise llm.fail(f"tokenizer has {tok.original_len} tokens but the embeddings only "
                        f"{llm_cfg.vocab_size} rows (vocab_size); tokenizer and weights do not belong together")
@@ -53,9 +57,9 @@ def build_vlm(vit_source: str, llm_source: str, out_dir: Path, *, projector_init
     if tok.added:
         log(f"tokenizer: added {len(tok.added)} tokens {tok.added}; vocab rows {llm_cfg.vocab_size} -> {rows}")
 
-    tmp = _tmp_dir(out_dir)
+    tmp = partial_dir(out_dir)
     try:
-        manifest = _write(tmp, plan, config, tok, vit, llm, log,
+        manifest = _write(tmp, plan, config, tok, processor, vit, llm, log,
                           projector={"init": projector_init, "seed": seed,
                                      "shapes": {k: list(v) for k, v in sorted(shapes.items())}},
                           vocab={"llm_rows": llm_cfg.vocab_size, "rows": rows})
@@ -70,13 +74,13 @@ def build_vlm(vit_source: str, llm_source: str, out_dir: Path, *, projector_init
     return manifest
 
 
-def _write(tmp: Path, plan, config, tok, vit, llm, log, *, projector: dict, vocab: dict) -> dict:
+def _write(tmp: Path, plan, config, tok, processor, vit, llm, log, *, projector: dict, vocab: dict) -> dict:
     log(f"writing {sum(t.nbytes for t in plan) / 2**30:.2f} GiB of {plan[0].tag} weights to {tmp}")
     digests = write_shards(plan, tmp)
     config.save_pretrained(tmp)
     _generation_config(llm, tok.tokenizer).save_pretrained(tmp)
     tok.tokenizer.save_pretrained(tmp)
-    build_processor(vit, tok.tokenizer).save_pretrained(tmp)
+    processor.save_pretrained(tmp)
     manifest = {
         "stage": "init_vlm",
         "sources": {"vit": source_record(vit, plan), "llm": source_record(llm, plan)},
@@ -104,17 +108,3 @@ def _generation_config(llm, tokenizer):
         return GenerationConfig.from_pretrained(llm.folder)
     return GenerationConfig(bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-
-
-def _check_out_dir(out_dir: Path) -> None:
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise InitVLMError(f"output {out_dir}: exists and is not an empty folder; choose a new path")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-
-
-def _tmp_dir(out_dir: Path) -> Path:
-    # Hidden sibling (same filesystem, so the final rename is atomic); its name says what it is.
-    tmp = out_dir.parent / f".{out_dir.name}.init_vlm-partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    return tmp

@@ -49,19 +49,54 @@ def read_header(path: Path) -> dict[str, TensorEntry]:
             header = json.loads(fh.read(n))
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(f"{path.name} has an unreadable header ({err.__class__.__name__})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path.name} has a header that is a JSON {type(header).__name__}, not an object; "
+                         f"the shard is corrupt")
     header.pop("__metadata__", None)
     return {name: _entry(path, name, info, 8 + n, size) for name, info in header.items()}
 
 
-def _entry(path: Path, name: str, info: dict, base: int, size: int) -> TensorEntry:
+def _entry(path: Path, name: str, info, base: int, size: int) -> TensorEntry:
+    problem = _malformed(info)
+    if problem:
+        raise ValueError(f"{path.name}: header entry of tensor {name} {problem}; the shard is corrupt")
     dtype, shape, (start, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
-    count = 1
-    for dim in shape:
-        count *= dim
-    if dtype not in DTYPE_SIZES or end - start != count * DTYPE_SIZES[dtype] or base + end > size:
+    if start > end or end - start != _numel(shape) * DTYPE_SIZES[dtype] or base + end > size:
         raise ValueError(f"{path.name}: tensor {name} ({dtype}, shape {list(shape)}) does not fit the file "
                          f"(offsets {start}..{end}, data size {size - base}); the shard is corrupt or truncated")
     return TensorEntry(path, dtype, shape, base + start, base + end)
+
+
+def _malformed(info) -> str | None:
+    """What is wrong with one header entry's fields, checked before they are used as numbers."""
+    if not isinstance(info, dict):
+        return f"is a JSON {type(info).__name__}, not an object"
+    for key in ("dtype", "shape", "data_offsets"):
+        if key not in info:
+            return f"has no {key}"
+    if not isinstance(info["dtype"], str) or info["dtype"] not in DTYPE_SIZES:
+        return f"has an unknown dtype {info['dtype']!r}"
+    if not _counts(info["shape"]):
+        return f"has shape {info['shape']!r}, not a list of non-negative integers"
+    if not _counts(info["data_offsets"]) or len(info["data_offsets"]) != 2:
+        return f"has data_offsets {info['data_offsets']!r}, not [start, end] in bytes"
+    return None
+
+
+def _counts(value) -> bool:
+    # bool is an int subclass in Python; JSON true/false is never a size.
+    return isinstance(value, list) and all(type(v) is int and v >= 0 for v in value)
+
+
+def read_weight_map(index: Path) -> dict[str, str]:
+    """The tensor -> shard file map of a sharded checkpoint's index; ValueError says what is wrong."""
+    try:
+        weight_map = json.loads(index.read_text())["weight_map"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise ValueError(f"{index.name} is not a valid index (no weight_map)") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(f, str) for f in weight_map.values()):
+        raise ValueError(f"{index.name} is not a valid index (weight_map is not tensor name -> shard file)")
+    return weight_map
 
 
 def read_tensor(entry: TensorEntry):

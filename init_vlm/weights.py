@@ -14,7 +14,7 @@ from pathlib import Path
 
 from init_vlm.errors import InitVLMError
 from init_vlm.safetensors_io import DTYPE_SIZES, ShardWriter, TensorEntry, read_tensor, torch_dtype
-from init_vlm.sources import Checkpoint
+from init_vlm.sources import VISION_PREFIXES, Checkpoint
 
 MAX_SHARD_BYTES = 5 * 10**9  # the hub's usual shard size
 PROJECTOR_PREFIX = "visual.merger."
@@ -90,7 +90,7 @@ def plan_tensors(expected: dict[str, tuple[int, ...]], vit: Checkpoint, llm: Che
 
 
 def _vision_prefix(vit: Checkpoint) -> str:
-    for prefix in ("visual.", "model.visual."):
+    for prefix in VISION_PREFIXES:
         if any(n.startswith(prefix) for n in vit.tensors):
             return prefix
     raise vit.fail("has no vision weights (no visual.* or model.visual.* tensors)")

@@ -1,4 +1,4 @@
-"""`python -m harness report PATH... [--paper CSV] [--out DIR] [--title TEXT]`
+"""`python -m harness report PATH... [--paper CSV]... [--out DIR] [--title TEXT]`
 
     python -m harness report results/sweeps/embedded
     python -m harness report results/runs/a results/runs/b --paper results/paper/paper_table1.csv
@@ -19,13 +19,15 @@ from report.records import ReportError, collect_records, find_files
 from report.write import DEFAULT_TITLE, write_report
 
 _CHECKPOINT = re.compile(r"checkpoint-(\d+)$")
+_STAGE_MODEL = re.compile(r"^(?:(.*)/)?stages/train\.([\w.-]+)/model$")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness report",
                                      description="Build the ablation table from run/sweep folders.")
     parser.add_argument("paths", nargs="+", type=Path, help="run or sweep folders (or results.jsonl files)")
-    parser.add_argument("--paper", type=Path, help="a paper CSV (results/paper/*.csv) to compare with")
+    parser.add_argument("--paper", type=Path, action="append",
+                        help="a paper CSV (results/paper/*.csv) to compare with; may be given more than once")
     parser.add_argument("--out", type=Path, help="output folder (default: FIRST_PATH/report)")
     parser.add_argument("--title", default=DEFAULT_TITLE)
     return parser
@@ -63,6 +65,16 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def trainer_state(model_dir: Path) -> Path | None:
+    """The trainer_state.json of one training output folder: its own, else its newest checkpoint's."""
+    own = Path(model_dir) / "trainer_state.json"
+    if own.exists():
+        return own
+    ckpts = sorted(Path(model_dir).glob("checkpoint-*/trainer_state.json"),
+                   key=lambda p: int(_CHECKPOINT.match(p.parent.name)[1]) if _CHECKPOINT.match(p.parent.name) else -1)
+    return ckpts[-1] if ckpts else None
+
+
 def loss_curves(paths: Sequence[Path]) -> dict[str, Path]:
     """label -> trainer_state.json, labelled by the training folder relative to its PATH (prefixed
     by the PATH's name when there are several PATHs, so two runs' "train/stage1" stay apart).
@@ -84,4 +96,7 @@ def _label(folder: Path, root: Path, prefixed: bool) -> str:
     relative = folder.relative_to(root)
     if relative == Path("."):
         return root.name
-    return f"{root.name}/{relative.as_posix()}" if prefixed else relative.as_posix()
+    text = f"{root.name}/{relative.as_posix()}" if prefixed else relative.as_posix()
+    # a run folder's link to a training stage: "<job>/stages/train.sft/model" -> "<job>: sft"
+    match = _STAGE_MODEL.match(text)
+    return f"{match[1]}: {match[2]}" if match and match[1] else match[2] if match else text

@@ -4,6 +4,7 @@ problem can never cost the numbers."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 from report.paper import load_paper_table
 from report.render import to_csv, to_latex, to_markdown
@@ -12,10 +13,11 @@ from report.table import build_table, compare_with_paper
 DEFAULT_TITLE = "CapRL pretraining ablation"
 
 
-def write_report(records, out_dir: Path, *, paper_csv: Path | None = None,
+def write_report(records, out_dir: Path, *, paper_csv: Path | Sequence[Path] | None = None,
                  title: str = DEFAULT_TITLE, plots: bool = True) -> dict[str, Path | str]:
-    """table.md/.csv/.tex (+ paper_comparison.md/.csv when `paper_csv` has rows we measured, and
-    benchmarks.png). Returns their paths by kind, plus "markdown_text": the Markdown to print."""
+    """table.md/.csv/.tex (+ paper_comparison.md/.csv/.tex when the paper CSV(s) have rows we
+    measured, and benchmarks.png). Returns their paths by kind, plus "markdown_text": the
+    Markdown to print."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     table = build_table(records)
@@ -25,12 +27,15 @@ def write_report(records, out_dir: Path, *, paper_csv: Path | None = None,
         "csv": _write(out_dir / "table.csv", to_csv(table)),
         "latex": _write(out_dir / "table.tex", to_latex(table, title)),
     }
-    if paper_csv is not None:
-        comparison = compare_with_paper(table, load_paper_table(paper_csv))
+    csvs = [] if paper_csv is None else [paper_csv] if isinstance(paper_csv, (str, Path)) else list(paper_csv)
+    if csvs:
+        comparison = compare_with_paper(table, [r for c in csvs for r in load_paper_table(c)])
         if comparison.rows:
-            compared = to_markdown(comparison, f"{title}: measured vs paper ({Path(paper_csv).name})")
+            heading = f"{title}: measured vs paper ({', '.join(Path(c).name for c in csvs)})"
+            compared = to_markdown(comparison, heading)
             written["paper_comparison_md"] = _write(out_dir / "paper_comparison.md", compared)
             written["paper_comparison_csv"] = _write(out_dir / "paper_comparison.csv", to_csv(comparison))
+            written["paper_comparison_tex"] = _write(out_dir / "paper_comparison.tex", to_latex(comparison, heading))
             markdown += "\n" + compared
     if plots and table.rows:
         from report.plots import plot_benchmark_bars

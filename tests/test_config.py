@@ -30,8 +30,10 @@ def test_every_group_option_composes(group, option, results_dir):
 
 def test_experiment_files_start_with_the_command_that_runs_them():
     for path in sorted((REPO / "configs/hydra/experiment").glob("*.yaml")):
-        head = path.read_text().splitlines()[:8]
-        assert any("python -m harness run" in line for line in head), path
+        # line 1 is Hydra's package header (it must come first); the command comes right after
+        first = path.read_text().splitlines()[1]
+        assert first.startswith("# python -m harness run experiment=") or (
+            path.stem == "embedded" and first == "# python -m harness run"), path
 
 
 def test_vanilla_has_no_further_pretraining(results_dir):
@@ -73,3 +75,65 @@ def test_cli_bad_override_exits_2_with_one_line(results_dir):
 def test_until_must_name_a_stage(results_dir):
     with pytest.raises(ValueError, match="until='train.nope' is not a stage"):
         build_chain(to_plain(compose_config(["until=train.nope"])))
+
+
+@pytest.mark.parametrize("experiment", group_options("experiment"))
+@pytest.mark.parametrize("group,option", GROUP_CASES)
+def test_every_group_option_validates_under_every_experiment(experiment, group, option, results_dir):
+    """What `run` checks before any work (composition, interpolation, stage names, recipe) passes
+    for every option on top of every experiment, so no shipped config fails hours in. The one
+    exception is real: the embedded global batch of 4 cannot be spread over 4 nodes x 8 GPUs."""
+    overrides = [f"experiment={experiment}", f"{group}={option}"]
+    if experiment == "embedded" and group == "launcher" and option != "local":
+        with pytest.raises(BadOverride, match=r"train.stages.alignment.global_batch_size=4 is not a multiple"):
+            validate_overrides(overrides)
+    else:
+        validate_overrides(overrides)
+
+
+def test_force_may_be_one_name_or_a_list(results_dir):
+    from harness.validate import force_list, run_problems
+
+    assert force_list("train.sft") == ["train.sft"]
+    assert force_list(["train.sft", "init_vlm"]) == ["train.sft", "init_vlm"]
+    assert force_list([]) == [] and force_list(None) == []
+    validate_overrides(["force=train.sft"])
+    validate_overrides(["force=[train,init_vlm]"])  # a kind and a stage name
+    assert run_problems(to_plain(compose_config(["force=train.sft"]))) == []
+
+
+def test_force_and_until_must_name_stages_before_any_work(results_dir):
+    with pytest.raises(BadOverride) as err:
+        validate_overrides(["force=[train.sfft]"])
+    assert str(err.value).startswith("force: 'train.sfft' is neither a stage of this run (world, init_vlm, ")
+    assert "nor a stage kind (data_prep, evaluate, init_vlm, report, train, world)" in str(err.value)
+    with pytest.raises(BadOverride, match=r"^until: 'train.nope' is not a stage of this run; stages: world, "):
+        validate_overrides(["until=train.nope"])
+    # vanilla has no further pretraining: naming it is a mistake in that job of the sweep only
+    with pytest.raises(BadOverride, match=r"until: 'train.further_pretrain' is not a stage .*captions=vanilla"):
+        validate_overrides(["-m", "captions=synthetic_dense,vanilla", "until=train.further_pretrain"][1:])
+
+
+@pytest.mark.parametrize("command,first_line", [
+    ("run", "usage: python -m harness run [-m] [key=value ...]"),
+    ("plan", "usage: python -m harness plan [key=value ...]"),
+    ("prefetch", "usage: python -m harness prefetch [key=value ...]"),
+    ("report", "usage: python -m harness report [-h] [--paper PAPER]"),
+])
+def test_each_command_has_its_own_help(command, first_line, results_dir):
+    proc = subprocess.run(harness_cmd(command, "--help"), capture_output=True, text=True, cwd=REPO,
+                          env=subprocess_env(results_dir))
+    assert proc.returncode == 0
+    assert proc.stdout.splitlines()[0].startswith(first_line)
+    assert not results_dir.exists()
+
+
+def test_plan_of_a_sweep_prints_every_job(results_dir):
+    proc = subprocess.run(harness_cmd("plan", "captions=vanilla,synthetic_sparse", "seed=1,2"), capture_output=True,
+                          text=True, cwd=REPO, env=subprocess_env(results_dir))
+    assert proc.returncode == 0, proc.stderr
+    heads = [line for line in proc.stdout.splitlines() if line.startswith("=" * 20)]
+    assert heads == [f"{'=' * 20} job {i} of 4: {job}" for i, job in enumerate(
+        ["captions=vanilla seed=1", "captions=vanilla seed=2", "captions=synthetic_sparse seed=1",
+         "captions=synthetic_sparse seed=2"], 1)]
+    assert proc.stdout.count("train.further_pretrain [to do]") == 2   # vanilla has none

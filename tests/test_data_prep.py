@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import os
+import re
 import struct
 import zlib
 from pathlib import Path
@@ -14,12 +15,12 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from data_prep import DataPrepError, prepare_dataset
-from data_prep import prepare as prepare_mod
+from data_prep import READERS, DataPrepError, parse_source, prepare_dataset
 from data_prep.images import probe
-from data_prep.stream_json import ArrayReader, BadJson
+from data_prep.stream_json import ArrayReader, BadJson, is_json_array
 from data_prep.subset import BottomN, key_hash
 from data_prep.tokens import smart_resize, visual_tokens
+from data_prep.workers import worker_count
 
 SAMPLES = Path(__file__).parent / "data" / "data_prep"
 PIXELS = {"min_pixels": 3136, "max_pixels": 12544}
@@ -306,6 +307,117 @@ def test_non_utf8_bytes_inside_a_json_array(tmp_path):
     assert items[1][2].reason == "bad_encoding" and items[1][1] == 2
 
 
+def sharegpt4v_rows(n: int) -> list[dict]:
+    """ShareGPT4V-PT elements whose text holds the characters a resync must not trip on."""
+    return [{"id": str(i), "image": f"{i}.jpg", "conversations": [
+        {"from": "human", "value": "<image>\nDescribe."},
+        {"from": "gpt", "value": f"caption {i}: {{braces}}, [brackets], \"quotes\" and a \\ backslash"}]}
+        for i in range(n)]
+
+
+def damaged_array(path: Path, rows: list[dict], damage, indent) -> list[int]:
+    """Write rows as one JSON array with element 1 damaged by damage(text); returns each element's first line."""
+    parts = [json.dumps(r, indent=indent) for r in rows]
+    broken = damage(parts[1])
+    assert broken != parts[1]
+    parts[1] = broken
+    path.write_text("[\n" + ",\n".join(parts) + "\n]\n")
+    starts, line = [], 2
+    for part in parts:
+        starts.append(line)
+        line += part.count("\n") + 1
+    return starts
+
+
+@pytest.mark.parametrize("indent", [None, 2])
+@pytest.mark.parametrize("chunk", [7, 1 << 20])
+def test_damage_inside_a_nested_turn_costs_one_reject_and_no_later_row(tmp_path, indent, chunk):
+    """The ',' between two turns of a damaged element is not the gap before the next element: reading
+    on from there took a turn for a row and the turns' closing ']' for the end of the array."""
+    rows = sharegpt4v_rows(6)
+    path = tmp_path / "s4v.json"
+    starts = damaged_array(path, rows, lambda t: t.replace('"value": "<image>\\nDescribe."', '"value": oops', 1),
+                           indent)
+    items = list(ArrayReader(path, chunk_bytes=chunk))
+    assert [(i, line) for i, line, _ in items] == list(enumerate(starts))
+    assert [v for _, _, v in items] == [rows[0], BadJson("bad_json", items[1][2].detail), *rows[2:]]
+    for i in range(6):
+        make_image(tmp_path / "images" / f"{i}.jpg")
+    m = run(source("s4v", "sharegpt4v", [path], tmp_path / "images", min_kept_fraction=0.5), tmp_path / "out")
+    assert (m["rows_read"], m["rows_kept"], m["rejected"]) == (6, 5, {"bad_json": 1})
+    (bad,) = rejects(tmp_path / "out")
+    assert (bad["index"], bad["line"], bad["reason"]) == (1, starts[1], "bad_json")
+    assert [r["messages"][1]["content"] for r in read_rows(tmp_path / "out", "s4v")] == \
+        [r["conversations"][1]["value"] for r in rows[:1] + rows[2:]]
+
+
+@pytest.mark.parametrize("damage", [
+    lambda t: t.replace('"1.jpg"', '"1.jpg', 1),                     # an unmatched quote
+    lambda t: t.replace('"conversations": [', '"conversations": [[', 1),  # an unmatched bracket
+])
+@pytest.mark.parametrize("max_element", [400, 8 << 20])
+def test_damage_that_breaks_the_nesting_loses_no_later_row(tmp_path, damage, max_element):
+    """When strings or brackets no longer pair up, the end of the damaged element cannot be found by
+    following them; the fallback may turn its remains into extra rejects, but every later row is kept."""
+    rows = sharegpt4v_rows(6)
+    path = tmp_path / "s4v.json"
+    damaged_array(path, rows, damage, indent=2)
+    items = list(ArrayReader(path, chunk_bytes=64, max_element_chars=max_element))
+    values = [v for _, _, v in items]
+    assert [v for v in values if v in rows] == rows[:1] + rows[2:]
+    assert values[1] != rows[1] and all(v in rows or isinstance(v, BadJson) or "image" not in v for v in values)
+    for i in range(6):
+        make_image(tmp_path / "images" / f"{i}.jpg")
+    m = run(source("s4v", "sharegpt4v", [path], tmp_path / "images", min_kept_fraction=0.5), tmp_path / "out")
+    assert m["rows_kept"] == 5 and m["rows_read"] == len(items) == 5 + m["rows_rejected"] == 5 + len(rejects(tmp_path / "out"))
+
+
+def test_text_after_the_closing_bracket_is_a_reject(tmp_path):
+    rows = sharegpt4v_rows(3)
+    for i in range(3):
+        make_image(tmp_path / "images" / f"{i}.jpg")
+    path = tmp_path / "s4v.json"
+    path.write_text(json.dumps(rows[:2], indent=1) + "\n" + json.dumps(rows[2:]) + "\n")  # two arrays, one file
+    m = run(source("s4v", "sharegpt4v", [path], tmp_path / "images", min_kept_fraction=0.5), tmp_path / "out")
+    assert (m["rows_read"], m["rows_kept"], m["rejected"]) == (3, 2, {"bad_json": 1})
+    (bad,) = rejects(tmp_path / "out")
+    assert bad["line"] == json.dumps(rows[:2], indent=1).count("\n") + 2 and "after the closing ']'" in bad["detail"]
+    path.write_text(json.dumps(rows) + "\n \n")  # blank text after it is fine
+    assert [v for _, _, v in ArrayReader(path)] == rows
+
+
+def test_the_format_comes_from_the_suffix_then_the_first_byte(tmp_path):
+    root = tmp_path / "images"
+    make_image(root / "a.jpg")
+    good = json.dumps({"image": "a.jpg", "caption": "a caption"})
+    listing = tmp_path / "rows.jsonl"  # JSON Lines whose first line happens to be a list
+    listing.write_text('["a.jpg", "a caption"]\n' + good + "\n" + good + "\n")
+    assert not is_json_array(listing)
+    m = run(source("c", "caprl_jsonl", [listing], root, min_kept_fraction=0.5), tmp_path / "out")
+    assert (m["rows_read"], m["rows_kept"], m["rejected"]) == (3, 2, {"not_an_object": 1})
+    assert m["inputs"][0]["format"] == "jsonl"
+    lines_in_json = tmp_path / "rows.json"  # a *.json file that is really JSON Lines
+    lines_in_json.write_text(good + "\n" + good + "\n")
+    padded = tmp_path / "padded.json"  # an array after more blank space than one read
+    padded.write_bytes(b"\xef\xbb\xbf" + b" \n" * 40000 + f"[{good}, {good}]".encode())
+    assert not is_json_array(lines_in_json) and is_json_array(padded)
+    for path in (lines_in_json, padded):
+        assert run(source("c", "caprl_jsonl", [path], root), tmp_path / path.stem)["rows_kept"] == 2
+
+
+def test_pil_keeps_its_own_pixel_limit(tmp_path, monkeypatch):
+    """Inline (workers = 1) the checks run in the caller's process: PIL's global bomb limit must
+    not be lifted there for good. Our own max_pixels still decides (TIFF goes through PIL)."""
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    path = make_image(tmp_path / "a.tif", (64, 48), fmt="TIFF")
+    for full in (False, True):
+        assert probe(str(path), full_decode=full, min_side=8, max_pixels=10**6) == (64, 48)
+        assert Image.MAX_IMAGE_PIXELS == 1000
+    with pytest.raises(Exception) as err:
+        probe(str(path), full_decode=False, min_side=8, max_pixels=3000)
+    assert err.value.reason == "image_too_large" and Image.MAX_IMAGE_PIXELS == 1000
+
+
 # -- sequence lengths ------------------------------------------------------------------------------
 
 def test_smart_resize_matches_transformers():
@@ -367,13 +479,15 @@ def test_rerun_after_a_crash_is_byte_identical(tmp_path):
     (out / ".staging-bad" / "bad").mkdir(parents=True)
     (out / ".staging-bad" / "bad" / "shard-00000.jsonl.part").write_text('{"half": ')
     (out / "manifest.json").unlink()
+    # and what a crash inside publish leaves: the previous shards moved aside
+    (out / ".old-bad").mkdir()
+    (out / ".old-bad" / "shard-00000.jsonl").write_text('{"old": 1}\n')
     run(src, out)
     assert tree_bytes(out) == before
-    assert not list(out.rglob("*.part")) and not (out / ".staging-bad").exists()
+    assert not list(out.rglob("*.part")) and not (out / ".staging-bad").exists() and not (out / ".old-bad").exists()
 
 
-def test_same_inputs_give_byte_identical_outputs_with_one_or_two_workers(tmp_path, monkeypatch):
-    monkeypatch.setattr(prepare_mod, "PARALLEL_MIN_BYTES", 0)
+def test_same_inputs_give_byte_identical_outputs_with_one_or_two_workers(tmp_path):
     root = tmp_path / "images"
     lines = []
     for i in range(40):
@@ -383,17 +497,55 @@ def test_same_inputs_give_byte_identical_outputs_with_one_or_two_workers(tmp_pat
     path = tmp_path / "c.jsonl"
     path.write_text("\n".join(lines) + "\n")
     src = source("c", "caprl_jsonl", [path], root, rows_per_shard=8, subset_size=30)
-    outs = {}
+    outs, logs = {}, []
     for name, workers in (("a", 1), ("b", 1), ("c", 2)):
-        outs[name] = tmp_path / name
-        run(src, outs[name], workers=workers, seed=3)
-    manifest_a = json.loads((outs["a"] / "manifest.json").read_text())
-    # the manifest names its own folder (dataset_info); everything else must match byte for byte
-    strip = lambda d: {k: v for k, v in tree_bytes(d).items() if k not in ("manifest.json", "dataset_info.json")}
-    assert strip(outs["a"]) == strip(outs["b"]) == strip(outs["c"])
-    assert manifest_a["rows_read"] == 31 and manifest_a["subset"]["rows_outside_subset"] == 10
-    run(src, outs["a"], workers=1, seed=3)
-    assert tree_bytes(outs["a"])["manifest.json"] == hashlib.sha256((outs["a"] / "manifest.json").read_bytes()).hexdigest()
+        outs[name] = tmp_path / f"out-{name}"
+        run({**src, "workers": workers}, outs[name], seed=3, log=logs.append)
+    assert [m.group(1) for line in logs if (m := re.search(r"(\d+) worker\(s\)", line))] == ["1", "1", "2"]
+
+    def contents(out: Path) -> dict[str, bytes]:
+        """Every file; the manifest and dataset_info.json name their own folder, so that is masked."""
+        return {str(p.relative_to(out)): p.read_bytes().replace(str(out).encode(), b"<out>")
+                for p in sorted(out.rglob("*")) if p.is_file()}
+
+    first = contents(outs["a"])
+    assert {"manifest.json", "dataset_info.json", "rejects.jsonl"} <= set(first) and len(first) > 4
+    assert first == contents(outs["b"]) == contents(outs["c"])
+    manifest = json.loads((outs["a"] / "manifest.json").read_text())
+    assert manifest["rows_read"] == 31 and manifest["subset"]["rows_outside_subset"] == 10
+    run({**src, "workers": 2}, outs["a"], seed=3)  # a re-run in place, the other worker count
+    assert contents(outs["a"]) == first
+
+
+def test_workers_is_a_source_key_and_defaults_to_the_cpus_when_worth_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    listing = tmp_path / "listing.jsonl"  # many images, few bytes: checking them is the work
+    listing.write_text("".join(json.dumps({"image": f"{i:06d}.jpg", "caption": "x"}) + "\n" for i in range(30000)))
+    size = listing.stat().st_size
+    assert size < 2 << 20
+    assert worker_count(None, [listing], size, check_images=True, exact_tokens=False) == 3
+    assert worker_count(None, [listing], size, check_images=False, exact_tokens=False) == 1
+    assert worker_count(2, [listing], size, check_images=False, exact_tokens=False) == 2
+    base = {"name": "x", "reader": "caprl_jsonl", "paths": ["/x"]}
+    assert parse_source(base).workers is None and parse_source({**base, "workers": 4}).workers == 4
+    assert "workers" not in parse_source({**base, "workers": 4}).as_dict()  # outputs do not depend on it
+    with pytest.raises(DataPrepError, match="workers must be at least 1"):
+        parse_source({**base, "workers": 0})
+
+
+def test_a_second_dataset_in_the_same_out_dir_is_refused(tmp_path):
+    root = tmp_path / "images"
+    make_image(root / "a.jpg")
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"image": "a.jpg", "caption": "a caption"}) + "\n")
+    out = tmp_path / "out"
+    run(source("first", "caprl_jsonl", [path], root), out)
+    before = tree_bytes(out)
+    with pytest.raises(DataPrepError, match=r"already holds dataset\(s\) \['first'\].*its own folder"):
+        run(source("second", "caprl_jsonl", [path], root), out)
+    assert tree_bytes(out) == before and not (out / ".staging-second").exists()
+    run(source("first", "caprl_jsonl", [path], root), out)  # the same dataset again is a re-run
+    assert tree_bytes(out) == before
 
 
 def test_text_only_rows_never_type_the_images_column_as_null(tmp_path):
@@ -443,6 +595,77 @@ def test_two_caption_sources_over_the_same_images_select_the_same_images(tmp_pat
     assert prompts(tmp_path / "a", "a") == prompts(tmp_path / "b", "b")  # same image, same instruction
     c = run(source("c", "caprl_jsonl", [caprl], root, subset_size=40, seed=8), tmp_path / "c")
     assert images(tmp_path / "c", "c") != images(tmp_path / "a", "a") and c["rows_kept"] == 40
+
+
+def test_one_origin_of_a_mixed_source_matches_the_other_source_despite_its_layout(tmp_path):
+    """Table 2: CapRL-2M restricted to its ShareGPT4V (or DenseFusion) images, matched image for image
+    with ShareGPT4V (DenseFusion) although CapRL-2M keeps them under a prefix of its own."""
+    root = tmp_path / "images"  # CapRL-2M's image_root; ShareGPT4V's and DenseFusion's are inside it
+    s4v_names = [f"{'sam/images/sa_' if i % 2 else 'coco/train2017/'}{i:06d}.jpg" for i in range(60)]
+    df_names = [f"{i // 10:05d}/{i:09d}.jpg" for i in range(30)]
+    for name in s4v_names:
+        make_image(root / "sharegpt4v" / name, (32, 32))
+    for name in df_names:
+        make_image(root / "densefusion" / name, (32, 32))
+    caprl = tmp_path / "caprl.jsonl"  # the two origins interleaved, CapRL's own path layout
+    caprl.write_text("".join(json.dumps({"image": image, "caption": f"CapRL caption of {image}"}) + "\n"
+                             for pair in zip([f"sharegpt4v/{n}" for n in s4v_names],
+                                             [f"densefusion/{n}" for n in df_names] * 2) for image in pair))
+    s4v = tmp_path / "s4v.json"
+    s4v.write_text(json.dumps([{"id": n, "image": n, "conversations": [
+        {"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": f"Share caption of {n}"}]}
+        for n in reversed(s4v_names)]))
+    df = tmp_path / "df.jsonl"
+    df.write_text("".join(json.dumps({"image_id": n, "image_path": n, "caption": f"DF caption of {n}"}) + "\n"
+                          for n in df_names))
+
+    def prepared(name, reader, path, image_root, **kw) -> tuple[dict, dict[str, str]]:
+        m = run(source(name, reader, [path], image_root, seed=5, **kw), tmp_path / name)
+        return m, {r["images"][0]: r["messages"][0]["content"] for r in read_rows(tmp_path / name, name)}
+
+    m, caprl_s4v = prepared("caprl_s4v", "caprl_jsonl", caprl, root, subset_size=20,
+                            path_prefix="sharegpt4v/", match_strip_prefix="sharegpt4v/")
+    _, share = prepared("s4v", "sharegpt4v", s4v, root / "sharegpt4v", subset_size=20)
+    assert len(caprl_s4v) == 20 and caprl_s4v == share  # the same image files, the same instructions
+    assert m["rows_read"] == 20 and m["subset"]["rows_outside_subset"] == 40
+    assert m["path_prefix"] == {"prefixes": ["sharegpt4v/"], "rows_outside": 60}  # 30 DenseFusion rows, twice
+    _, unstripped = prepared("caprl_raw", "caprl_jsonl", caprl, root, subset_size=20, path_prefix=["sharegpt4v/"])
+    assert set(unstripped) != set(share)  # without the strip, the keys differ and so do the images
+
+    m, caprl_df = prepared("caprl_df", "caprl_jsonl", caprl, root, path_prefix="densefusion/",
+                           match_strip_prefix=["other/", "densefusion/"])
+    _, dense = prepared("df", "densefusion", df, root / "densefusion")
+    assert len(caprl_df) == 30 and caprl_df == dense and m["rows_read"] == 60  # CapRL lists each twice
+    with pytest.raises(DataPrepError, match="path_prefix must be null, or a path prefix relative to image_root"):
+        parse_source(source("x", "caprl_jsonl", [caprl], root, path_prefix="/abs/"))
+
+
+def test_path_prefix_on_conversation_rows_uses_the_first_image(tmp_path):
+    root = tmp_path / "images"
+    for rel in images_of(SAMPLES / "open_llava_next_mix1m.json"):
+        make_image(root / rel)
+    m = run(source("sft", "open_llava_next", [SAMPLES / "open_llava_next_mix1m.json"], root, path_prefix="coco/"),
+            tmp_path / "out")
+    assert (m["rows_read"], m["rows_kept"], m["path_prefix"]["rows_outside"]) == (1, 1, 3)  # 2 text-only rows
+
+
+def test_every_shipped_source_config_passes_the_schema(results_dir):
+    from harness.config import compose_config, group_options, to_plain
+
+    for group in ("captions", "align_data", "sft_data"):
+        for option in group_options(group):
+            src = to_plain(compose_config([f"{group}={option}"]))[group]
+            if src.get("reader") is not None:
+                spec = parse_source(src)
+                assert spec.name == option, (group, option)
+                if READERS[spec.reader].kind == "caption":  # the prompt pool is shown, not hidden
+                    assert "prompts" in src, (group, option)
+    spec = lambda option: parse_source(to_plain(compose_config([f"captions={option}"]))["captions"])
+    for caprl, other, label, prefix in (("caprl_sharegpt4v_1m", "sharegpt4v_1m", "CapRL-ShareGPT4V-1M", "sharegpt4v/"),
+                                        ("caprl_densefusion_1m", "densefusion_1m", "CapRL-DenseFusion-1M", "densefusion/")):
+        mine, theirs = spec(caprl), spec(other)
+        assert (mine.label, mine.path_prefix, mine.match_strip_prefix) == (label, (prefix,), (prefix,))
+        assert (mine.subset_size, mine.seed, mine.match_key) == (theirs.subset_size, theirs.seed, theirs.match_key)
 
 
 def test_bottom_n_is_the_exact_smallest_set():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from data_prep import prepare_dataset
-from tests.test_data_prep import SAMPLES, images_of, make_image, source
+from tests.test_data_prep import SAMPLES, build_bad_corpus, images_of, make_image, source
 
 PIXELS = {"min_pixels": 3136, "max_pixels": 12544}  # the tiny processor's own bounds (embedded/tiny_models.py)
 # small, large, tiny, very wide (LF clamps aspect ratios over 200) and tall images
@@ -46,27 +46,41 @@ def lf_lengths(model: Path, dataset_dir: Path, datasets: str, cutoff_len: int, t
 
 
 def test_llamafactory_loads_tokenizes_and_agrees_on_lengths(tiny_model, tmp_path, monkeypatch):
+    """Every reader's output, a caption truncated to fit cutoff_len, and what survives the bad-input
+    corpus, loaded together in one get_dataset call."""
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
     root = tmp_path / "images"
     n = 0
-    for sample in ("sharegpt4v_pt.json", "llava_558k.json", "open_llava_next_mix1m.json"):
+    for sample in ("sharegpt4v_pt.json", "llava_558k.json", "open_llava_next_mix1m.json", "caprl_2m.jsonl",
+                   "densefusion_1m.jsonl"):
         for rel in images_of(SAMPLES / sample):
             make_image(root / rel, SIZES[n % len(SIZES)])
             n += 1
-    out = tmp_path / "data"
-    manifests = [
-        prepare_dataset(source("captions", "sharegpt4v", [SAMPLES / "sharegpt4v_pt.json", SAMPLES / "llava_558k.json"],
-                               root), out, dataset_name="captions", pixels=PIXELS, cutoff_len=512,
-                        tokenizer_dir=tiny_model, log=lambda *a: None),
-        prepare_dataset(source("sft", "open_llava_next", [SAMPLES / "open_llava_next_mix1m.json"], root), out,
-                        dataset_name="sft", pixels=PIXELS, cutoff_len=512, tokenizer_dir=tiny_model,
-                        log=lambda *a: None),
+    long = tmp_path / "long.jsonl"
+    long.write_text(json.dumps({"image": "densefusion/00000/000000123.jpg", "caption": "A long caption. " * 400}) + "\n")
+    bad, bad_root, _, n_good = build_bad_corpus(tmp_path / "bad")
+    sources = [
+        source("captions", "sharegpt4v", [SAMPLES / "sharegpt4v_pt.json", SAMPLES / "llava_558k.json"], root),
+        source("sft", "open_llava_next", [SAMPLES / "open_llava_next_mix1m.json"], root),
+        source("caprl", "caprl_jsonl", [SAMPLES / "caprl_2m.jsonl"], root),
+        source("densefusion", "densefusion", [SAMPLES / "densefusion_1m.jsonl"], root),
+        source("truncated", "caprl_jsonl", [long], root, over_cutoff="truncate"),
+        source("bad", "caprl_jsonl", [bad], bad_root, min_kept_fraction=0.1),
     ]
-    assert set(json.loads((out / "dataset_info.json").read_text())) == {"captions", "sft"}
-    lengths = lf_lengths(tiny_model, out, "captions,sft", 512, tmp_path)
-    assert len(lengths) == sum(m["rows_kept"] for m in manifests) == 10
+    manifests, info = {}, {}
+    for src in sources:  # one folder per dataset; LLaMA-Factory gets one dataset_dir listing them all
+        out = tmp_path / "data" / src["name"]
+        manifests[src["name"]] = prepare_dataset(src, out, dataset_name=src["name"], pixels=PIXELS, cutoff_len=512,
+                                                 tokenizer_dir=tiny_model, log=lambda *a: None)
+        info.update(json.loads((out / "dataset_info.json").read_text()))
+    (tmp_path / "lf").mkdir()
+    (tmp_path / "lf" / "dataset_info.json").write_text(json.dumps(info))
+    m = manifests
+    assert [m[k]["rows_kept"] for k in m] == [6, 4, 3, 2, 1, n_good] and m["truncated"]["truncated"] == 1
+    lengths = lf_lengths(tiny_model, tmp_path / "lf", ",".join(m), 512, tmp_path)
+    assert len(lengths) == sum(x["rows_kept"] for x in m.values())
     # exact: the visual tokens follow LF's resize and the text is counted piece by piece
-    assert sum(lengths) == sum(m["total_text_tokens"] + m["total_visual_tokens"] for m in manifests)
-    assert max(lengths) == max(m["max_seq_len"] for m in manifests) <= 512
-    assert all(m["token_count"]["text"].startswith("tokenizer") for m in manifests)
+    assert sum(lengths) == sum(x["total_text_tokens"] + x["total_visual_tokens"] for x in m.values())
+    assert max(lengths) == max(x["max_seq_len"] for x in m.values()) <= 512
+    assert all(x["token_count"]["text"].startswith("tokenizer") for x in m.values())

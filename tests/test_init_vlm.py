@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 import shutil
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -172,21 +173,49 @@ def test_unknown_projector_init_is_rejected(sources, tmp_path):
 # ---------------------------------------------------------------- config and tokenizer
 
 
-def test_config_text_from_llm_vision_from_vit(sources, built):
-    vit, llm, out = config(sources[0]), config(sources[1]), config(built[0])
-    text = out["text_config"]
-    for field in ("hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-                  "intermediate_size", "vocab_size", "max_position_embeddings", "rms_norm_eps"):
-        assert text[field] == llm[field], field
-    assert text["rope_parameters"]["rope_theta"] == llm["rope_parameters"]["rope_theta"]
+# Text fields of the LLM built below; each differs from the tiny ViT source's text part (checked too).
+DISTINCT_LLM = {"hidden_size": 64, "num_hidden_layers": 3, "num_attention_heads": 8, "num_key_value_heads": 4,
+                "intermediate_size": 160, "max_position_embeddings": 4096, "rms_norm_eps": 1e-5}
+DISTINCT_THETA = 10000.0
+
+
+def test_config_text_from_llm_vision_from_vit(sources, tmp_path):
+    from embedded.tiny_models import build_tiny_llm_source
+
+    rows = config(sources[1])["vocab_size"] + 40  # padded past the tokenizer, as Qwen's 151936 rows are
+    llm = build_tiny_llm_source(tmp_path / "llm", sources[0].parent / "tokenizer", vocab_size=rows, **DISTINCT_LLM,
+                                rope_parameters={"rope_type": "default", "rope_theta": DISTINCT_THETA})
+    build_vlm(str(sources[0]), str(llm), tmp_path / "out", **QUIET)
+    vit, out = config(sources[0]), config(tmp_path / "out")
+    text, vit_text = out["text_config"], vit["text_config"]
+    for field, value in {**DISTINCT_LLM, "vocab_size": rows}.items():
+        assert text[field] == value != vit_text[field], field
+    assert text["rope_parameters"]["rope_theta"] == DISTINCT_THETA != vit_text["rope_parameters"]["rope_theta"]
     assert out["tie_word_embeddings"] is True and text["tie_word_embeddings"] is True
+    assert vit["tie_word_embeddings"] is False
     vision = dict(out["vision_config"])
-    assert vision.pop("out_hidden_size") == llm["hidden_size"]
+    assert vision.pop("out_hidden_size") == 64
     expected = {k: v for k, v in vit["vision_config"].items() if k != "out_hidden_size"}
     assert vision == expected
-    head_dim = llm["hidden_size"] // llm["num_attention_heads"]
-    assert sum(text["rope_parameters"]["mrope_section"]) == head_dim // 2
-    assert out["text_config"]["rope_parameters"]["mrope_section"] == [2, 3, 3]
+    # head size 64/8 = 8: 4 rotary frequencies, split like Qwen's 16/24/24 of 64.
+    assert text["rope_parameters"]["mrope_section"] == [1, 1, 2]
+
+
+def test_mrope_section_derived_for_the_llm_head_size(sources, built):
+    # The ViT source's own [1, 2, 3] fits its head size 12, not the LLM's 64/4 = 16.
+    assert config(sources[0])["text_config"]["rope_parameters"]["mrope_section"] == [1, 2, 3]
+    assert config(built[0])["text_config"]["rope_parameters"]["mrope_section"] == [2, 3, 3]
+
+
+@pytest.mark.parametrize("hidden, fragment", [
+    (16, "head size 4 is too small to split into the 3 M-RoPE sections"),
+    (20, "hidden_size 20 / 4 heads gives no even head size"),
+])
+def test_llm_head_size_without_valid_mrope_sections(sources, tmp_path, hidden, fragment):
+    from embedded.tiny_models import build_tiny_llm_source
+
+    llm = build_tiny_llm_source(tmp_path / "llm", sources[0].parent / "tokenizer", hidden=hidden)
+    fails(sources[0], llm, tmp_path, f"LLM source {llm}", fragment)
 
 
 def test_config_token_ids_equal_tokenizer_ids(built):
@@ -202,11 +231,12 @@ def test_config_token_ids_equal_tokenizer_ids(built):
     assert "<|vision_start|><|image_pad|><|vision_end|>hi<|im_end|>" in rendered
 
 
-def test_missing_vision_tokens_are_added_and_embeddings_grow(tmp_path):
-    vit, llm = build_tiny_pair(tmp_path / "src", llm_tied=False, llm_vision_tokens=False)
-    manifest = build_vlm(str(vit), str(llm), tmp_path / "out", **QUIET)
-    from transformers import AutoTokenizer
+@pytest.mark.parametrize("tied", [False, True])
+def test_missing_vision_tokens_are_added_and_embeddings_grow(tmp_path, tied):
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
 
+    vit, llm = build_tiny_pair(tmp_path / "src", llm_tied=tied, llm_vision_tokens=False)
+    manifest = build_vlm(str(vit), str(llm), tmp_path / "out", **QUIET)
     tok = AutoTokenizer.from_pretrained(tmp_path / "out")
     src, out = weights(llm), weights(tmp_path / "out")
     old_rows = src["model.embed_tokens.weight"].shape[0]
@@ -214,7 +244,9 @@ def test_missing_vision_tokens_are_added_and_embeddings_grow(tmp_path):
     assert len(tok) == old_rows + len(manifest["tokenizer"]["added_tokens"])
     for token in VISION_TOKENS:
         assert tok(token, add_special_tokens=False).input_ids == [tok.convert_tokens_to_ids(token)]
-    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+    grown_names = ("model.embed_tokens.weight",) if tied else ("model.embed_tokens.weight", "lm_head.weight")
+    assert ("lm_head.weight" in out) is (not tied)
+    for name in grown_names:
         grown = out[name]
         assert grown.shape == (len(tok), 64)
         assert torch.equal(grown[:old_rows], src[name])
@@ -223,6 +255,11 @@ def test_missing_vision_tokens_are_added_and_embeddings_grow(tmp_path):
     cfg = config(tmp_path / "out")
     assert cfg["text_config"]["vocab_size"] == len(tok)
     assert cfg["image_token_id"] == tok.convert_tokens_to_ids("<|image_pad|>") == old_rows + 9
+    assert cfg["tie_word_embeddings"] is tied
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp_path / "out")
+    assert model.lm_head.weight.shape == (len(tok), 64)
+    shares = model.lm_head.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    assert shares is tied
 
 
 # ---------------------------------------------------------------- loading, forward, generate, manifest
@@ -263,7 +300,7 @@ def test_manifest_records_sources_counts_init_and_versions(sources, built):
     assert groups["vision"]["files"] == ["model.safetensors"] and groups["projector"]["files"] == []
     total = sum(t.numel() for t in weights(out).values())
     assert manifest["parameters_per_module"]["total"] == total == sum(g["parameters"] for g in groups.values())
-    assert manifest["library_versions"]["transformers"] == "5.6.0"
+    assert manifest["library_versions"]["transformers"] == version("transformers")
     assert manifest["verification"]["copied_bit_exact"] == manifest["verification"]["tensors_checked"] - 5
 
 
@@ -422,22 +459,6 @@ def test_hub_id_offline_names_the_id_and_the_setting(tmp_path, monkeypatch):
     assert "caprl-test/definitely-not-cached-model" in msg and "HF_HUB_OFFLINE" in msg and "\n" not in msg
 
 
-def test_sources_in_the_hub_cache_resolve_offline_with_their_revision(sources, tmp_path, monkeypatch):
-    from huggingface_hub import constants
-
-    commit = "0123456789abcdef0123456789abcdef01234567"
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    snap = tmp_path / "hub" / "models--caprl-test--tiny-llm" / "snapshots" / commit
-    shutil.copytree(sources[1], snap)
-    (tmp_path / "hub" / "models--caprl-test--tiny-llm" / "refs").mkdir()
-    (tmp_path / "hub" / "models--caprl-test--tiny-llm" / "refs" / "main").write_text(commit)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert resolve_source("caprl-test/tiny-llm") == snap
-    manifest = build_vlm(str(sources[0]), "caprl-test/tiny-llm", tmp_path / "out", verify=False, **QUIET)
-    assert manifest["sources"]["llm"]["revision"] == commit
-    assert manifest["sources"]["llm"]["source"] == "caprl-test/tiny-llm"
-
-
 def test_vit_source_with_extra_vision_tensors(sources, tmp_path):
     vit = copy_source(sources[0], tmp_path / "vit_deeper")
     tensors = load_file(vit / "model.safetensors")
@@ -460,8 +481,32 @@ def test_vit_source_without_video_processor_config(sources, tmp_path):
     assert processor.video_processor.merge_size == 2
 
 
-def test_llm_without_tokenizer(sources, tmp_path):
+@pytest.fixture
+def shards_written(monkeypatch) -> list:
+    """Records every call that writes output weights, so a test can show a check ran before any of them."""
+    import init_vlm.build as b
+
+    calls, real = [], b.write_shards
+
+    def recording(plan, out_dir, *args, **kwargs):
+        calls.append(out_dir)
+        return real(plan, out_dir, *args, **kwargs)
+
+    monkeypatch.setattr(b, "write_shards", recording)
+    return calls
+
+
+def test_llm_without_tokenizer(sources, tmp_path, shards_written):
     llm = copy_source(sources[1], tmp_path / "llm_no_tokenizer")
     for f in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         (llm / f).unlink()
     fails(sources[0], llm, tmp_path, f"LLM source {llm}", "tokenizer cannot be loaded")
+    assert shards_written == []
+
+
+def test_vit_without_image_processor_fails_before_any_weight_is_written(sources, tmp_path, shards_written):
+    vit = copy_source(sources[0], tmp_path / "vit_no_processor")
+    (vit / "processor_config.json").unlink()
+    assert not list(vit.glob("*preprocessor_config.json"))
+    fails(vit, sources[1], tmp_path, f"ViT source {vit}", "no usable image processor")
+    assert shards_written == []

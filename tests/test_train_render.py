@@ -11,7 +11,7 @@ from harness.chain import build_chain
 from harness.config import compose_config, to_plain
 from train.batch import BatchError, gradient_accumulation
 from train.launch import all_node_envs, node_env
-from train.render import render_lf_config
+from train.render import render_lf_config, with_run_settings
 from train.trainable import TrainableMismatch, check_flags
 
 PAPER = {  # stage: (lr, global batch, freeze vision, freeze projector, freeze language)
@@ -27,8 +27,9 @@ def rendered(overrides):
     for stage in build_chain(cfg):
         if stage.kind == "train":
             out[stage.config["name"]] = render_lf_config(
-                config=stage.config, model_dir=Path("/m"), dataset_dir=Path("/d"), dataset="x",
-                output_dir=Path("/o"), tokenized_path=None, deepspeed_json=Path("/ds.json"))
+                config=with_run_settings(stage.config, cfg["train"]["common"]), model_dir=Path("/m"),
+                dataset_dir=Path("/d"), dataset="x", output_dir=Path("/o"), tokenized_path=None,
+                deepspeed_json=Path("/ds.json"))
     return cfg, out
 
 
@@ -54,8 +55,9 @@ def test_one_gpu_gives_the_same_global_batch_by_accumulation(results_dir):
 
 
 def test_global_batch_that_does_not_divide_is_an_error():
-    with pytest.raises(BatchError, match=r"global_batch_size 128 is not a multiple of .* 4 x world size 24 = 96"):
-        gradient_accumulation(128, 4, 24)
+    with pytest.raises(BatchError, match=r"train.stages.sft.global_batch_size=128 is not a multiple of "
+                                         r"train.common.per_device_train_batch_size=4 x world size 24 .* = 96"):
+        gradient_accumulation(128, 4, 24, "sft")
 
 
 def test_every_node_gets_its_own_rank_and_the_same_master(results_dir):
@@ -75,3 +77,20 @@ def test_trainable_declaration_must_match_the_freeze_flags():
             "freeze_language_model": False}
     with pytest.raises(TrainableMismatch, match="trainable='projector' needs .*freeze_language_model=True"):
         check_flags(spec, "alignment")
+
+
+def test_retention_and_logging_settings_come_from_the_run_not_the_fingerprint(results_dir):
+    """Once harness/chain.py keeps only fingerprinted(common) in a stage's config, changing
+    save_total_limit or logging_steps after a crash resumes the stage; save_steps still counts."""
+    from train.render import RUN_ONLY_KEYS, fingerprinted
+
+    cfg = to_plain(compose_config(["train.common.save_total_limit=5", "train.common.logging_steps=3"]))
+    kept = fingerprinted(cfg["train"]["common"])
+    assert set(cfg["train"]["common"]) - set(kept) == set(RUN_ONLY_KEYS) and "save_steps" in kept
+    stage = next(s for s in build_chain(cfg) if s.name == "train.sft")
+    stage_config = {**stage.config, "common": fingerprinted(stage.config["common"])}
+    y = render_lf_config(config=with_run_settings(stage_config, cfg["train"]["common"]),
+                         model_dir=Path("/m"), dataset_dir=Path("/d"), dataset="x", output_dir=Path("/o"),
+                         tokenized_path=None, deepspeed_json=None)
+    assert (y["save_total_limit"], y["logging_steps"]) == (5, 3)
+    assert y["save_steps"] == cfg["train"]["common"]["save_steps"]

@@ -30,11 +30,21 @@ def set_aside_incomplete(output_dir: Path, log=print) -> list[Path]:
     moved = []
     for ckpt in checkpoints(output_dir):
         if not is_complete(ckpt):
-            target = ckpt.with_name(f"incomplete-{ckpt.name}")
+            target = _unused(ckpt.with_name(f"incomplete-{ckpt.name}"))
             ckpt.rename(target)
             log(f"{ckpt.name} is incomplete (killed while saving?): moved to {target.name}, not resumed from")
             moved.append(target)
     return moved
+
+
+def _unused(path: Path) -> Path:
+    """A name nothing has yet: a stage killed twice while saving the same step leaves a second
+    incomplete-checkpoint-N, and rename() onto a non-empty folder fails."""
+    candidate, n = path, 1
+    while candidate.exists():
+        candidate = path.with_name(f"{path.name}.{n}")
+        n += 1
+    return candidate
 
 
 def last_complete(output_dir: Path) -> Path | None:

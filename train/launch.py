@@ -11,6 +11,10 @@ import subprocess
 from pathlib import Path
 from typing import Mapping
 
+# What `plan` prints for master_addr=auto: the shell expression a node of the job evaluates to
+# the same host slurm_master_addr() finds at run time (plan itself runs outside SLURM).
+SLURM_MASTER_EXPR = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
+
 
 def slurm_master_addr() -> str:
     """The first host of the SLURM allocation: the same answer on every node."""
@@ -26,8 +30,10 @@ def world_size(launcher: Mapping) -> int:
     return int(launcher["nnodes"]) * int(launcher["nproc_per_node"])
 
 
-def node_env(launcher: Mapping, *, node_rank: int | None = None, deepspeed: bool = False) -> dict[str, str]:
-    """The environment of one node's launch (empty: a plain single process)."""
+def node_env(launcher: Mapping, *, node_rank: int | None = None, deepspeed: bool = False,
+             resolve: bool = True) -> dict[str, str]:
+    """The environment of one node's launch (empty: a plain single process). resolve=False
+    (plan) leaves master_addr=auto as SLURM_MASTER_EXPR instead of asking SLURM."""
     if world_size(launcher) == 1 and not deepspeed:
         return {}
     rank = launcher["node_rank"] if node_rank is None else node_rank
@@ -36,13 +42,20 @@ def node_env(launcher: Mapping, *, node_rank: int | None = None, deepspeed: bool
         "NNODES": str(launcher["nnodes"]),
         "NODE_RANK": str(rank),
         "NPROC_PER_NODE": str(launcher["nproc_per_node"]),
-        "MASTER_ADDR": slurm_master_addr() if launcher["master_addr"] == "auto" else str(launcher["master_addr"]),
+        "MASTER_ADDR": master_addr(launcher, resolve=resolve),
         "MASTER_PORT": str(launcher["master_port"]),
     }
 
 
-def all_node_envs(launcher: Mapping, *, deepspeed: bool = False) -> list[dict[str, str]]:
-    return [node_env(launcher, node_rank=r, deepspeed=deepspeed) for r in range(int(launcher["nnodes"]))]
+def master_addr(launcher: Mapping, *, resolve: bool = True) -> str:
+    if launcher["master_addr"] != "auto":
+        return str(launcher["master_addr"])
+    return slurm_master_addr() if resolve else SLURM_MASTER_EXPR
+
+
+def all_node_envs(launcher: Mapping, *, deepspeed: bool = False, resolve: bool = True) -> list[dict[str, str]]:
+    return [node_env(launcher, node_rank=r, deepspeed=deepspeed, resolve=resolve)
+            for r in range(int(launcher["nnodes"]))]
 
 
 def train_command(yaml_path: Path) -> list[str]:

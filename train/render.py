@@ -16,6 +16,22 @@ _COMMON_KEYS = ("template", "cutoff_len", "num_train_epochs", "max_steps", "lr_s
                 "weight_decay", "per_device_train_batch_size", "bf16", "save_steps",
                 "save_total_limit", "logging_steps", "preprocessing_num_workers", "dataloader_num_workers")
 FREEZE_KEYS = ("freeze_vision_tower", "freeze_multi_modal_projector", "freeze_language_model")
+# Settings of train.common that change neither the trained weights nor where checkpoints are
+# (save_steps does: it is not here). Kept out of a stage's fingerprint, changing them after a
+# crash resumes the stage instead of starting it over; they are read from the run config.
+RUN_ONLY_KEYS = ("save_total_limit", "logging_steps", "preprocessing_num_workers", "dataloader_num_workers")
+
+
+def fingerprinted(common: Mapping[str, Any]) -> dict:
+    """train.common without RUN_ONLY_KEYS: what a training stage's config (and fingerprint) holds."""
+    return {k: v for k, v in common.items() if k not in RUN_ONLY_KEYS}
+
+
+def with_run_settings(stage_config: Mapping[str, Any], run_common: Mapping[str, Any]) -> dict:
+    """A training stage's config completed with this run's RUN_ONLY_KEYS (a no-op while the stage
+    config still carries them)."""
+    run_only = {k: run_common[k] for k in RUN_ONLY_KEYS if k in run_common}
+    return {**stage_config, "common": {**run_only, **stage_config["common"]}}
 
 
 def render_lf_config(*, config: Mapping[str, Any], model_dir: Path, dataset_dir: Path, dataset: str,
@@ -47,7 +63,7 @@ def render_lf_config(*, config: Mapping[str, Any], model_dir: Path, dataset_dir:
         # train
         "learning_rate": float(spec["learning_rate"]),
         "gradient_accumulation_steps": gradient_accumulation(
-            int(spec["global_batch_size"]), int(common["per_device_train_batch_size"]), world),
+            int(spec["global_batch_size"]), int(common["per_device_train_batch_size"]), world, config["name"]),
         "seed": int(config["seed"]),
         "data_seed": int(config["seed"]),
     }

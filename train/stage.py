@@ -8,7 +8,7 @@ A killed stage is resumed from its last complete checkpoint by LLaMA-Factory its
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import os
 import shutil
@@ -19,7 +19,8 @@ from harness.proc import run_logged
 from train import checkpoints, trainable
 from train.deepspeed_config import write_deepspeed_json
 from train.launch import node_env, train_command
-from train.render import render_lf_config
+from train.render import render_lf_config, with_run_settings
+from train.tokenized import TokenizedCache, cache_key
 
 # Files that make a model folder loadable by lmms-eval and the next stage (pain point 11).
 PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json", "tokenizer.json",
@@ -35,23 +36,10 @@ def dataset_name(data_dir: Path) -> str:
 
 
 def tokenized_cache(store_root: Path, data_dir: Path, model_dir: Path, config: dict) -> Path:
-    """Tokenize once (pain point 8): key = prepared data + template + cutoff + pixels + processor."""
-    h = hashlib.sha256()
-    h.update(json.loads((data_dir / ".done.json").read_text())["fingerprint"].encode())
-    h.update(json.dumps([config["common"]["template"], config["common"]["cutoff_len"], config["pixels"]],
-                        sort_keys=True).encode())
-    for name in PROCESSOR_FILES:
-        if (model_dir / name).exists():
-            h.update(name.encode() + (model_dir / name).read_bytes())
-    return store_root / "tokenized" / h.hexdigest()[:16]
-
-
-def prepare_tokenized(path: Path, log) -> None:
-    """A cache folder without its completion mark is a crashed save: remove it, LF rebuilds it."""
-    if path.exists() and not (path / ".complete").exists():
-        log(f"tokenized cache {path} is incomplete; rebuilding")
-        shutil.rmtree(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """The shared tokenized dataset of this data, model processor and settings (train/tokenized.py)."""
+    data_fp = json.loads((data_dir / ".done.json").read_text())["fingerprint"]
+    processor = {name: (model_dir / name).read_bytes() for name in PROCESSOR_FILES if (model_dir / name).exists()}
+    return store_root / "tokenized" / cache_key(data_fp, config, processor)
 
 
 def tool_env(extra: dict[str, str]) -> dict[str, str]:
@@ -62,7 +50,7 @@ def tool_env(extra: dict[str, str]) -> dict[str, str]:
 
 def write_stage_files(ctx) -> tuple[Path, dict, dict]:
     """Render DeepSpeed JSON + LLaMA-Factory YAML into the stage folder; return (yaml, cfg, env)."""
-    cfg, out = ctx.config, ctx.out_dir
+    cfg, out = with_run_settings(ctx.config, ctx.run_cfg.get("train", {}).get("common", {})), ctx.out_dir
     model_dir, data_dir = ctx.inputs["model"] / "model", ctx.inputs["data"]
     trainable.check_flags(cfg["stage"], cfg["name"])
     ds_json = write_deepspeed_json(cfg["deepspeed"], out)
@@ -77,31 +65,38 @@ def write_stage_files(ctx) -> tuple[Path, dict, dict]:
     return yaml_path, lf, env
 
 
+def is_follower(ctx) -> bool:
+    """Node rank > 0 of a multi-node job: it trains, but the shared folders (checkpoints, tokenized
+    cache, model files) are node 0's to change."""
+    return int(ctx.run_cfg.get("launcher", {}).get("node_rank", 0) or 0) > 0
+
+
 def run(ctx) -> dict:
     cfg = ctx.config
     yaml_path, lf, env = write_stage_files(ctx)
-    out_model = Path(lf["output_dir"])
+    out_model, model_dir = Path(lf["output_dir"]), Path(lf["model_name_or_path"])
     out_model.mkdir(exist_ok=True)
-    checkpoints.set_aside_incomplete(out_model, log=ctx.log)
+    lead = not is_follower(ctx)
+    if lead:
+        checkpoints.set_aside_incomplete(out_model, log=ctx.log)
     resume = checkpoints.last_complete(out_model)
     ctx.log(f"resuming from {resume.name}" if resume else "starting from step 0")
-    prepare_tokenized(Path(lf["tokenized_path"]), ctx.log)
-    expected = trainable.expected_trainable(Path(lf["model_name_or_path"]), cfg["stage"])
-    seen: dict[str, int] = {}
+    count = trainable.CountCheck(trainable.expected_trainable(model_dir, cfg["stage"]), cfg["name"],
+                                 cfg["stage"]["trainable"])
+    cache = TokenizedCache(Path(lf["tokenized_path"]), ctx.log) if lead else None
+    with cache or contextlib.nullcontext():
+        def on_line(line: str) -> None:
+            count.on_line(line)
+            if cache:
+                cache.on_line(line)
 
-    def check_line(line: str) -> None:
-        count = trainable.parse_lf_count(line)
-        if count is not None and "count" not in seen:
-            seen["count"] = count
-            if count != expected:
-                raise trainable.TrainableMismatch(
-                    f"stage {cfg['name']} should train {expected:,} parameters ({cfg['stage']['trainable']}) "
-                    f"but LLaMA-Factory reports {count:,} trainable; stopped before training")
-
-    run_logged(train_command(yaml_path), env=tool_env(env), log_path=ctx.log_path, on_line=check_line)
-    Path(lf["tokenized_path"], ".complete").touch()
-    copy_processor_files(Path(lf["model_name_or_path"]), out_model, ctx.log)
-    return {"trainable_params": expected, "resumed_from": resume.name if resume else None,
+        run_logged(train_command(yaml_path), env=tool_env(env), log_path=ctx.log_path, on_line=on_line)
+        if cache:
+            cache.mark_complete()   # in case the "saved" line was not logged (LLAMAFACTORY_VERBOSITY)
+    count.finish()
+    if lead:
+        copy_processor_files(model_dir, out_model, ctx.log)
+    return {"trainable_params": count.expected, "resumed_from": resume.name if resume else None,
             **train_metrics(out_model)}
 
 

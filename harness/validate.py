@@ -1,0 +1,41 @@
+"""Checks on a composed run config that Hydra cannot make: the values that would otherwise fail
+hours into a run (a `force=` that names no stage, an `until=` typo, a training recipe whose
+freeze flags or global batch do not work). Called by the CLI for every job of a (multi)run
+before any work, and by `plan`. Pure: no torch, no files."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+
+def force_list(value: Any) -> list[str]:
+    """`force=train.sft` (a string) and `force=[train.sft,init_vlm]` (a list) mean the same."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value] if value else []
+    return [str(v) for v in value]
+
+
+def run_problems(cfg: Mapping) -> list[str]:
+    """Every problem of one job's resolved config, each naming its key; [] when it can run."""
+    from harness.chain import build_chain
+
+    try:
+        stages = build_chain({**cfg, "until": None})
+    except (KeyError, ValueError, TypeError) as exc:
+        return [f"the config does not make a stage chain: {exc}"]
+    names = [s.name for s in stages]
+    kinds = sorted({s.kind for s in stages})
+    problems = [f"force: {f!r} is neither a stage of this run ({', '.join(names)}) nor a stage kind "
+                f"({', '.join(kinds)})" for f in force_list(cfg.get("force")) if f not in names and f not in kinds]
+    until = cfg.get("until")
+    if until is not None and until not in names:
+        problems.append(f"until: {until!r} is not a stage of this run; stages: {', '.join(names)}")
+    return problems + _recipe_problems(cfg)
+
+
+def _recipe_problems(cfg: Mapping) -> list[str]:
+    from train.validate import check_recipe
+
+    return check_recipe(cfg)
