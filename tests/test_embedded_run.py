@@ -37,6 +37,8 @@ def test_embedded_run_completes_and_writes_a_table(shared_results):
     table = (stage_dir(rd, "report") / "table.md").read_text()
     assert "SynthVQA" in table and "Synthetic-Dense" in table
     assert "SynthVQA" in proc.stdout  # the table is printed at the end
+    # the run's report also draws the loss of its three training stages
+    assert (stage_dir(rd, "report") / "loss_curves.png").stat().st_size > 1000
 
 
 def test_second_run_skips_every_stage(shared_results):

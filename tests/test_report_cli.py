@@ -53,6 +53,27 @@ def test_cli_prints_the_table_and_writes_every_file(sweep, capsys):
     assert_png(report / "loss_curves.png")
 
 
+def test_paper_tables_can_be_given_together_and_the_comparison_has_latex(sweep, capsys):
+    table2 = PAPER_T1.with_name("paper_table2.csv")
+    assert main([str(sweep), "--paper", str(PAPER_T1), "--paper", str(table2)]) == 0
+    assert "measured vs paper (paper_table1.csv, paper_table2.csv)" in capsys.readouterr().out
+    tex = (sweep / "report" / "paper_comparison.tex").read_text()
+    assert "\\begin{tabular}" in tex and "CapRL-1M (paper)" in tex and "CapRL-1M ($\\Delta$)" in tex
+
+
+def test_loss_curves_of_run_folders_are_labelled_by_job_and_stage(tmp_path):
+    job = tmp_path / "captions=vanilla"
+    model = tmp_path / "store" / "train" / "abc" / "model"
+    write_trainer_state(model / "trainer_state.json", [2.0, 1.0])
+    (job / "stages").mkdir(parents=True)
+    (job / "stages" / "train.sft").symlink_to(model.parent)
+    other = tmp_path / "captions=caprl_1m"   # a second job sharing the same stage
+    (other / "stages").mkdir(parents=True)
+    (other / "stages" / "train.sft").symlink_to(model.parent)
+    assert list(loss_curves([job])) == ["sft"]
+    assert list(loss_curves([job, other])) == ["captions=vanilla: sft"]   # one line, under the first job
+
+
 def test_cli_out_dir_and_errors(sweep, tmp_path, capsys):
     assert main([str(sweep / "run1_qwen3b" / "evaluate" / "results.jsonl"), "--out", str(tmp_path / "o")]) == 0
     assert (tmp_path / "o" / "table.md").is_file()

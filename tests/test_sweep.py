@@ -58,4 +58,6 @@ def test_sweep_with_a_failing_job_then_rerun(tmp_path):
     table = (sweep / "report" / "table.md").read_text()
     assert all(label in table for label in ("vanilla", "Synthetic-Sparse", "Synthetic-Dense"))
     assert (sweep / "report" / "table.csv").exists() and (sweep / "report" / "table.tex").exists()
-    assert list((sweep / "report").glob("*.png"))
+    assert {p.name for p in (sweep / "report").glob("*.png")} == {"benchmarks.png", "loss_curves.png"}
+    # the embedded labels are not the paper's, so there is nothing to put beside the paper
+    assert not (sweep / "report" / "paper_comparison.md").exists()
