@@ -118,7 +118,8 @@ def _plan(spec: SourceSpec, files, fields, pixels, cutoff_len, seed, tokenizer_j
                 relative_paths=spec.image_paths == "relative", check_images=spec.check_images,
                 full_decode=spec.full_decode, min_image_side=spec.min_image_side,
                 max_image_pixels=spec.max_image_pixels, prompts=prompts, seed=seed, match_key=spec.match_key,
-                path_prefix=spec.path_prefix, strip_prefix=spec.match_strip_prefix, truncate=spec.over_cutoff == "truncate", cutoff_len=int(cutoff_len),
+                path_prefix=spec.path_prefix, strip_prefix=spec.match_strip_prefix,
+                truncate=spec.over_cutoff == "truncate", cutoff_len=int(cutoff_len),
                 min_pixels=int(pixels["min_pixels"]), max_pixels=int(pixels["max_pixels"]),
                 tokenizer_json=tokenizer_json)
 

@@ -272,7 +272,6 @@ class ArrayReader:
             self._refill()
 
 
-
 def _utf8_boundary(raw: bytes) -> int:
     """The largest cut <= len(raw) that does not split a multi-byte UTF-8 character."""
     end = len(raw)

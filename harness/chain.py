@@ -19,6 +19,10 @@ from train.render import fingerprinted
 WORLD_PREFIX = "world://"
 TRAIN_STAGES = ("alignment", "further_pretrain", "sft")
 DATA_ROLES = ("align_data", "captions", "sft_data")
+# Keys of a source config that do not change what data_prep writes (how many processes, what plan
+# estimates, where prefetch downloads from): kept out of the fingerprint, so changing them reruns
+# nothing. The data_prep step reads `workers` from the run config.
+SOURCE_RUN_ONLY = ("workers", "expected_rows", "hub")
 
 
 def uses_world(node: Any) -> bool:
@@ -93,7 +97,7 @@ def _data_prep(cfg: Mapping) -> list[Stage]:
         if source.get("reader") is None:
             continue  # vanilla: no caption data
         config = {
-            "source": dict(source),
+            "source": {k: v for k, v in source.items() if k not in SOURCE_RUN_ONLY},
             "pixels": dict(cfg["pixels"]),
             "cutoff_len": cfg["train"]["common"]["cutoff_len"],
         }

@@ -48,30 +48,40 @@ class Tokens:
 
 
 def stage_tokens(common: Mapping, global_batch: int, manifest: dict | None, source: Mapping) -> Tokens | None:
-    steps = int(common.get("max_steps") or -1)
-    epochs = float(common["num_train_epochs"])
+    rows, rows_how = _rows(manifest, source)
+    samples = _samples(common, global_batch, rows, rows_how)
+    if samples is None:
+        return None
+    samples, how = samples
     if manifest is not None:
-        rows = int(manifest["rows_kept"])
         text, visual = (float(manifest[k]) / rows if rows else 0.0
                         for k in ("total_text_tokens", "total_visual_tokens"))
-        if steps > 0:
-            samples, how = steps * global_batch, f"{steps} steps x global batch {global_batch}"
-        else:
-            samples, how = rows * epochs, f"{rows:,} rows x {epochs:g} epoch(s)"
         return Tokens(samples * (text + visual), samples * visual,
                       f"{samples:,.0f} samples = {how}; {text + visual:,.1f} tokens per sample from data_prep")
-    cutoff = int(common["cutoff_len"])
-    if steps > 0:
-        samples, how = steps * global_batch, f"{steps} steps x global batch {global_batch}"
-    elif source.get("subset_size") or source.get("expected_rows"):
-        key = "subset_size" if source.get("subset_size") else "expected_rows"
-        rows = int(source[key])
-        samples, how = rows * epochs, f"{key} {rows:,} x {epochs:g} epoch(s)"
-    else:
-        return None
     # A sample never exceeds cutoff_len, so neither its LLM tokens nor its visual tokens do.
+    cutoff = int(common["cutoff_len"])
     return Tokens(samples * cutoff, samples * cutoff, f"{samples:,.0f} samples = {how}, each at most cutoff_len "
                   f"{cutoff}; data_prep not done", upper_bound=True)
+
+
+def _rows(manifest: dict | None, source: Mapping) -> tuple[int | None, str]:
+    """The rows of the stage's data: kept by data_prep, else what the source config says."""
+    if manifest is not None:
+        rows = int(manifest["rows_kept"])
+        return rows, f"{rows:,} rows"
+    key = "subset_size" if source.get("subset_size") else "expected_rows"
+    rows = source.get(key)
+    return (int(rows), f"{key} {int(rows):,}") if rows else (None, "")
+
+
+def _samples(common: Mapping, global_batch: int, rows: int | None, rows_how: str) -> tuple[float, str] | None:
+    steps = int(common.get("max_steps") or -1)
+    if steps > 0:  # the trainer cycles through the data as often as it takes
+        return steps * global_batch, f"{steps} steps x global batch {global_batch}"
+    if rows is None:
+        return None
+    epochs = float(common["num_train_epochs"])
+    return rows * epochs, f"{rows_how} x {epochs:g} epoch(s)"
 
 
 def train_flops(params: Mapping, spec: Mapping, tokens: Tokens) -> float:
@@ -115,8 +125,8 @@ def _bill(flops: float, cost: Mapping) -> str:
 
 def cost_line(est: StageCost, cost: Mapping) -> str:
     if est.tokens is None:
-        return ("cost: tokens unknown until its data_prep stage is done (set train.common.max_steps or the "
-                "source's subset_size for an upper bound)")
+        return ("cost: tokens unknown until its data_prep stage is done (set train.common.max_steps, or the "
+                "source's subset_size or expected_rows, for an upper bound)")
     t = est.tokens
     if t.upper_bound:
         return f"cost: at most {t.llm:,.0f} tokens ({t.how}) -> {_bill(est.flops, cost)} (upper bound)"

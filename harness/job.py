@@ -17,8 +17,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import CONFIG_DIR, to_plain
+from harness.runner import STARTED_ENV, node_rank
 from harness.validate import force_list
-from harness.runner import STARTED_ENV
 
 FAILED: list[str] = []   # jobs of this process that failed (multirun exit code)
 
@@ -33,7 +33,7 @@ def run_job(cfg: DictConfig) -> dict:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     plain = to_plain(cfg)
-    rank = int(plain["launcher"].get("node_rank") or 0)
+    rank = node_rank(plain)
     config_name = "config.yaml" if rank == 0 else f"config.node{rank}.yaml"   # node 0's copy stays
     (run_dir / config_name).write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
     runner = Runner(Store(Path(plain["paths"]["store_dir"])), run_dir, STEPS, plain)

@@ -34,9 +34,11 @@ def render_plan(cfg: Mapping) -> str:
         if stage.inputs:
             lines.append("   inputs: " + ", ".join(f"{r} <- {n}" for r, n in stage.inputs.items()))
         config = resolve_world(dict(stage.config), world)
+        cost = None
         if stage.kind == "train":
             costs.append(stage_cost(stage.name, config, dirs[stage.inputs["data"]], cfg))
-        lines += [f"   {line}" for line in _details(stage, config, dirs, cfg, costs)]
+            cost = cost_line(costs[-1], cfg["cost"])
+        lines += [f"   {line}" for line in _details(stage, config, dirs, cfg, cost)]
         lines.append("")
     if costs:
         from train.launch import world_size
@@ -45,13 +47,13 @@ def render_plan(cfg: Mapping) -> str:
     return "\n".join(lines)
 
 
-def _details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mapping, costs: list) -> list[str]:
+def _details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mapping, cost: str | None) -> list[str]:
     if stage.kind == "data_prep":
         src = config["source"]
         return [f"reads: {', '.join(map(str, src['paths']))} (images under {src['image_root']})",
                 f"subset: {src.get('subset_size') or 'all rows'}; cutoff_len {config['cutoff_len']}"]
     if stage.kind == "train":
-        return _train_details(stage, config, dirs, cfg, cost_line(costs[-1], cfg["cost"]))
+        return _train_details(stage, config, dirs, cfg, cost)
     if stage.kind == "evaluate":
         model = config["model"] if "model" in config else dirs[stage.inputs["model"]] / "model"
         return _eval_details(config, dirs[stage.name], model)

@@ -63,6 +63,11 @@ def why_redo(store: Store, stage: Stage, fps: Mapping[str, str], dirs: Mapping[s
     return None
 
 
+def node_rank(run_cfg: Mapping) -> int:
+    """This process's node in a multi-node job (0 for a single node, and for node 0)."""
+    return int(run_cfg.get("launcher", {}).get("node_rank", 0) or 0)
+
+
 def invocation_started() -> float:
     """The start of this command: set once by the CLI in CAPRL_STARTED, inherited by every job."""
     return float(os.environ.get(STARTED_ENV) or time.time())
@@ -87,7 +92,7 @@ class Runner:
         self.run_cfg = run_cfg or {}
         # Multi-node: every node runs the same job; only node 0 computes and marks stages done.
         # The others join training (their torchrun ranks) and otherwise wait for node 0.
-        rank = int(self.run_cfg.get("launcher", {}).get("node_rank", 0) or 0)
+        rank = node_rank(self.run_cfg)
         self.follower = rank > 0
         self.suffix = f".node{rank}" if self.follower else ""   # followers never overwrite node 0's files
         self.poll_seconds = poll_seconds

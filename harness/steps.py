@@ -29,9 +29,11 @@ def data_prep(ctx: StageContext) -> dict:
     from data_prep import prepare_dataset
 
     c = ctx.config
+    role = ctx.stage.name.removeprefix("data_prep.")
     manifest = prepare_dataset(c["source"], ctx.out_dir, dataset_name=c["source"]["name"], pixels=c["pixels"],
                                cutoff_len=c["cutoff_len"], tokenizer_dir=ctx.inputs["model"] / "model",
-                               seed=c["source"].get("seed", 0), log=ctx.log)
+                               seed=c["source"].get("seed", 0), workers=ctx.run_cfg[role].get("workers"),
+                               log=ctx.log)
     keys = ("rows_read", "rows_kept", "rejected", "total_text_tokens", "total_visual_tokens")
     return {k: manifest.get(k) for k in keys}
 

@@ -137,3 +137,19 @@ def test_plan_of_a_sweep_prints_every_job(results_dir):
         ["captions=vanilla seed=1", "captions=vanilla seed=2", "captions=synthetic_sparse seed=1",
          "captions=synthetic_sparse seed=2"], 1)]
     assert proc.stdout.count("train.further_pretrain [to do]") == 2   # vanilla has none
+
+
+def test_run_only_settings_of_a_source_do_not_change_its_fingerprint(results_dir):
+    """How many workers prepare the data, or what plan estimates, must not redo data_prep (hours)
+    and everything trained on it; what the data holds must."""
+    from harness.stage import chain_fingerprints
+
+    def fps(*overrides):
+        return chain_fingerprints(build_chain(to_plain(compose_config(list(overrides)))))
+
+    base = fps()
+    assert fps("+captions.workers=1", "+captions.expected_rows=10") == base
+    changed = fps("captions.seed=3")
+    assert changed["data_prep.captions"] != base["data_prep.captions"]
+    assert changed["train.further_pretrain"] != base["train.further_pretrain"]
+    assert changed["data_prep.sft_data"] == base["data_prep.sft_data"]

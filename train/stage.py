@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from harness.proc import run_logged
+from harness.runner import node_rank
 from train import checkpoints, trainable
 from train.deepspeed_config import write_deepspeed_json
 from train.launch import node_env, train_command
@@ -65,18 +66,14 @@ def write_stage_files(ctx) -> tuple[Path, dict, dict]:
     return yaml_path, lf, env
 
 
-def is_follower(ctx) -> bool:
-    """Node rank > 0 of a multi-node job: it trains, but the shared folders (checkpoints, tokenized
-    cache, model files) are node 0's to change."""
-    return int(ctx.run_cfg.get("launcher", {}).get("node_rank", 0) or 0) > 0
-
-
 def run(ctx) -> dict:
     cfg = ctx.config
     yaml_path, lf, env = write_stage_files(ctx)
     out_model, model_dir = Path(lf["output_dir"]), Path(lf["model_name_or_path"])
     out_model.mkdir(exist_ok=True)
-    lead = not is_follower(ctx)
+    # Node rank > 0 trains too, but the shared folders (checkpoints, tokenized cache, model files)
+    # are node 0's to change.
+    lead = node_rank(ctx.run_cfg) == 0
     if lead:
         checkpoints.set_aside_incomplete(out_model, log=ctx.log)
     resume = checkpoints.last_complete(out_model)
