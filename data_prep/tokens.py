@@ -1,4 +1,5 @@
-"""The sequence length training will see, per sample, before training (pain point 3: LF #5964).
+"""The sequence length training will see, per sample, before training: LLaMA-Factory
+truncates an over-long multimodal row silently, cutting image tokens and breaking the sample.
 
 Visual tokens: what LLaMA-Factory's qwen2_vl plugin does to an image of size (w, h): its own
 pre-resize into [min_pixels, max_pixels] (sides >= 28, aspect ratio clamped at 200), then

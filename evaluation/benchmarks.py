@@ -31,8 +31,9 @@ JUDGE_KEY_VARS = {
 }
 
 
-def task_entries(benchmarks: Mapping) -> list[dict]:
-    """The set's task rows, checked; defaults filled (filter "none", scale 100, no local data)."""
+def task_entries(benchmarks: Mapping, resolved: bool = True) -> list[dict]:
+    """The set's task rows, checked; defaults filled (filter "none", scale 100, no local data).
+    resolved=False (the up-front check) accepts world:// data paths the run resolves later."""
     rows = list(benchmarks.get("tasks") or [])
     if not rows:
         raise EvaluationError(f"benchmark set {benchmarks.get('name')!r} lists no tasks")
@@ -42,7 +43,7 @@ def task_entries(benchmarks: Mapping) -> list[dict]:
         if missing:
             raise EvaluationError(f"benchmark set {benchmarks.get('name')!r}: row {dict(row)} lacks {missing}")
         local = row.get("local_data")
-        if local is not None and str(local).startswith("world://"):
+        if resolved and local is not None and str(local).startswith("world://"):
             raise EvaluationError(f"task {row['task']}: local_data {local} was not resolved to a folder")
         out.append({"filter": "none", "scale": 100, "local_data": None, **dict(row)})
     return out

@@ -9,7 +9,8 @@ from typing import Mapping
 
 from evaluation.benchmarks import EvaluationError, split_judge, task_entries
 
-# Offline by default (pain point 13): tasks read the HF caches or local files only.
+# Offline by default (compute nodes often have no network, and a silent download mid-run is
+# not reproducible): tasks read the HF caches or local files only.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 BASE_ENV = {"PYTHONUNBUFFERED": "1", "TOKENIZERS_PARALLELISM": "false"}
 EVAL_DEFAULTS = {"batch_size": 1, "limit": None, "model": "qwen2_5_vl", "device": "cpu", "num_processes": 1,
@@ -20,6 +21,9 @@ _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 def eval_settings(eval_cfg: Mapping) -> dict:
     cfg = {**EVAL_DEFAULTS, **dict(eval_cfg or {})}
+    if not (cfg["device"] == "cpu" or str(cfg["device"]).startswith("cuda")):
+        raise EvaluationError(f"eval.device={cfg['device']!r}; choose cpu, cuda or cuda:N (lmms-eval's models "
+                              "run on these)")
     if int(cfg["num_processes"]) > 1 and not str(cfg["device"]).startswith("cuda") and cfg["model"] != "vllm":
         raise EvaluationError(f"eval.num_processes={cfg['num_processes']} needs device cuda: lmms-eval's "
                               "qwen2_5_vl runs one process on CPU")

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 import shutil
-import subprocess
 import time
-from collections import deque
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -16,17 +12,15 @@ from typing import Mapping
 
 from evaluation.benchmarks import EvaluationError, missing_datasets, split_judge, task_entries
 from evaluation.command import build_command, eval_settings, model_args
+from stagekit import StageRun, run_label, run_logged, unknown_keys
 
 TASK_TEMPLATES = Path(__file__).parent / "lmms_tasks"
-LOG_TAIL_LINES = 40
 RECORD_KEYS = ("run", "backbone", "caption_source", "benchmark", "task", "metric", "value", "n", "status",
                "reason", "lmms_eval_version", "model_args", "timestamp")
-_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD", re.I)
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def run_evaluation(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixels: Mapping, eval_cfg: Mapping,
-                   meta: Mapping, log=print) -> Path:
+                   meta: Mapping, log=print, echo: bool = True) -> Path:
     """Evaluate `model_dir` on the set; append normalized records to out_dir/results.jsonl and return it."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -45,7 +39,11 @@ def run_evaluation(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixel
         argv, env = build_command(model_dir, out_dir, benchmarks=benchmarks, pixels=pixels, eval_cfg=cfg)
         log("lmms-eval: " + " ".join(argv))
         started = time.time()
-        rc, tail = _run_logged(argv, env, out_dir / "lmms_eval.log", log, cwd=out_dir)
+        # cwd = the stage folder: lmms-eval writes stray files (submissions) into its working
+        # directory and its judge reads a .env from there. It exits 0 even when the model fails
+        # to load, so the exit code is read together with its results file below.
+        done = run_logged(argv, env=env, log_path=out_dir / "lmms_eval.log", cwd=out_dir, echo=echo, check=False)
+        rc, tail = done.returncode, done.tail
         results_file = latest_results_file(out_dir / "lmms_eval", since=started)
         values = read_scores(results_file, runnable, rc=rc, log_file=out_dir / "lmms_eval.log", log_tail=tail)
 
@@ -113,32 +111,6 @@ def _check_offline_data(entries: list[dict]) -> None:
                                 "(python -m harness prefetch), or set eval.offline=false")
 
 
-# ---------------------------------------------------------------- subprocess
-
-def _secrets() -> list[str]:
-    return [v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v) >= 6]
-
-
-def _run_logged(argv: list[str], env: Mapping[str, str], log_file: Path, log, *, cwd: Path) -> tuple[int, list[str]]:
-    """Run argv; its output goes, secrets masked, to log_file and to `log`. Returns (exit code, last lines)."""
-    secrets = _secrets()
-    tail: deque[str] = deque(maxlen=LOG_TAIL_LINES)
-    # cwd = the stage folder: lmms-eval writes stray files (submissions) into its working
-    # directory and its judge reads a .env from there.
-    proc = subprocess.Popen(argv, env={**os.environ, **env}, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT)
-    with log_file.open("w") as f:
-        for raw in proc.stdout:
-            line = _ANSI.sub("", raw.decode(errors="replace").rstrip("\n"))
-            for s in secrets:
-                line = line.replace(s, "***")
-            f.write(line + "\n")
-            shown = line.split("\r")[-1]          # last state of a progress bar
-            tail.append(shown)
-            log(shown)
-    return proc.wait(), list(tail)
-
-
 # ---------------------------------------------------------------- results
 
 def latest_results_file(output_path: Path, since: float) -> Path | None:
@@ -179,3 +151,56 @@ def read_scores(results_file: Path | None, entries: list[dict], *, rc: int, log_
         else:
             out[e["task"]] = (None, n, f"lmms-eval reported {raw!r} for {key}")
     return out
+
+
+# ---------------------------------------------------------------- the `evaluate` stage kind
+
+KIND = "evaluate"
+VERSION = 1
+
+
+def _settings(cfg: Mapping) -> dict:
+    # The reference model is its own stage; naming one must not change the trained model's fingerprint.
+    return {k: v for k, v in cfg["eval"].items() if k != "reference_model"}
+
+
+def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
+    """The trained model's evaluation (it reads the last training stage, or the fresh model when
+    the chain has none), and the stock reference model's when one is named: a calibration row
+    that does not depend on the caption source, so one evaluation serves a whole sweep."""
+    trained = [s["name"] for s in upstream if s["kind"] in ("train", "init_vlm")][-1]
+    names = ", ".join(t["benchmark"] for t in cfg["benchmarks"]["tasks"])
+    common = {"benchmarks": dict(cfg["benchmarks"]), "eval": _settings(cfg), "pixels": dict(cfg["pixels"])}
+    out = [{"name": "evaluate", "inputs": {"model": trained}, "summary": f"lmms-eval: {names}",
+            "config": {**common, "meta": {"run": run_label(cfg), "backbone": cfg["backbone"]["label"],
+                                          "caption_source": cfg["captions"]["label"]}}}]
+    ref = cfg["eval"].get("reference_model")
+    if ref:
+        out.append({"name": "evaluate.reference", "summary": f"lmms-eval on the stock model {ref}",
+                    "config": {"model": ref, **common,
+                               "meta": {"run": f"reference/{ref}", "backbone": cfg["backbone"]["label"],
+                                        "caption_source": f"reference: {ref}"}}})
+    return out
+
+
+def problems(cfg: Mapping) -> list[str]:
+    from evaluation.benchmarks import task_entries
+    from evaluation.command import EVAL_DEFAULTS, EvaluationError
+
+    out = unknown_keys("eval", cfg["eval"], (*EVAL_DEFAULTS, "reference_model"))
+    try:
+        eval_settings(_settings(cfg))
+        task_entries(cfg["benchmarks"], resolved=False)
+    except EvaluationError as exc:
+        out.append(str(exc))
+    return out
+
+
+def run(job: StageRun) -> dict:
+    c = job.config
+    # A trained model comes from the upstream stage; a reference model is named in the config.
+    model = c["model"] if "model" in c else job.inputs["model"] / "model"
+    results = run_evaluation(model, job.out_dir, benchmarks=c["benchmarks"], pixels=c["pixels"], eval_cfg=c["eval"],
+                             meta=c["meta"], log=job.log, echo=job.log.echo)
+    records = [json.loads(line) for line in Path(results).read_text().splitlines() if line.strip()]
+    return {"scores": {r["benchmark"]: r["value"] for r in records}}

@@ -100,32 +100,31 @@ def main(argv: Sequence[str]) -> int:
     if any(a in ("-h", "--help") for a in rest):
         print(COMMAND_HELP[command])
         return 0
-    from harness.config import BadOverride, validate_overrides
+    from harness.config import BadOverride, job_overrides, validate_overrides
 
+    multirun = any(a in ("-m", "--multirun") for a in rest)
     overrides = [a for a in rest if a not in ("-m", "--multirun")]
     try:
-        validate_overrides(overrides)
+        configs = validate_overrides(overrides)   # every job of a sweep, before any work
     except BadOverride as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if command == "plan":
-        return _plan(overrides)
+        return _plan(job_overrides(overrides), configs)
     if command == "prefetch":
         from harness.prefetch import prefetch
 
-        return prefetch(overrides)
+        return prefetch(configs[0])
     from harness.job import launch
 
-    return launch(rest)
+    return launch(overrides, multirun)
 
 
-def _plan(overrides: list[str]) -> int:
-    from harness.config import compose_config, job_overrides, to_plain
+def _plan(jobs: list[list[str]], configs: list[dict]) -> int:
     from harness.plan import render_plan
 
-    jobs = job_overrides(overrides)
-    for i, job in enumerate(jobs):
+    for i, (job, cfg) in enumerate(zip(jobs, configs)):
         if len(jobs) > 1:
             print(f"{'=' * 20} job {i + 1} of {len(jobs)}: {' '.join(job)}\n")
-        print(render_plan(to_plain(compose_config(job))))
+        print(render_plan(cfg))
     return 0

@@ -1,21 +1,26 @@
-"""Composing the Hydra config outside of a run (for `plan`, validation and tests), and turning
-Hydra's composition errors into one message that names the key and the valid choices."""
+"""The one way from command-line overrides to composed configs: `run`, `plan`, `prefetch`, the
+up-front checks and the tests all compose through `hydra_app()`, Hydra's own application object
+(the same one `@hydra.main` builds), so what is checked and planned is what runs.
+
+Before any work, every job of a (multi)run is composed and checked against every kind's schema
+(harness/kinds.py `problems`); errors name the job, the key and the valid choices."""
 
 from __future__ import annotations
 
+import itertools
 import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from hydra.errors import HydraException, MissingConfigException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG_DIR = REPO / "configs" / "hydra"
+CONFIG_NAME = "config"
 PATH_KEYS = ("results_dir", "store_dir", "data_root")
 
 
@@ -23,16 +28,21 @@ class BadOverride(ValueError):
     pass
 
 
-@contextmanager
-def hydra_context() -> Iterator[None]:
+def hydra_app():
+    """Hydra's application object over configs/hydra. This is what `@hydra.main` builds
+    internally; building it here lets run, plan and the checks share one composition and get
+    the jobs' results back as values (hydra-core is pinned in the lock: these are its 1.3 APIs)."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+
     GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        yield
+    return Hydra.create_main_hydra2(task_name="harness", config_search_path=create_config_search_path(str(CONFIG_DIR)))
 
 
-def compose_config(overrides: Sequence[str] = ()) -> DictConfig:
-    with hydra_context():
-        return compose(config_name="config", overrides=list(overrides))
+def compose_config(overrides: Sequence[str] = (), multirun: bool = False) -> DictConfig:
+    mode = RunMode.MULTIRUN if multirun else RunMode.RUN
+    return hydra_app().compose_config(CONFIG_NAME, list(overrides), run_mode=mode)
 
 
 def group_options(group: str) -> list[str]:
@@ -44,78 +54,83 @@ def groups() -> list[str]:
     return sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir())
 
 
+def without_hydra(cfg: DictConfig) -> DictConfig:
+    """A copy without Hydra's own node: it resolves only inside a running job, and the run's
+    config needs none of it."""
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.pop("hydra", None)
+    return cfg
+
+
 def to_plain(cfg: DictConfig) -> dict:
     """Resolved plain dict with absolute paths (the run never depends on the cwd afterwards)."""
-    cfg = cfg.copy()
+    cfg = without_hydra(cfg)
     for key in PATH_KEYS:  # before resolving, so every ${paths.x} use gets the absolute path
         absolute = str(Path(str(cfg.paths[key])).expanduser().absolute())
         OmegaConf.update(cfg, f"paths.{key}", absolute, force_add=True)
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    plain.pop("hydra", None)
-    return plain
-
-
-def _single_overrides(overrides: Sequence[str]) -> tuple[list[str], list[list[str]]]:
-    """Split into plain overrides and, per sweep override, its single-valued alternatives."""
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    fixed, sweeps = [], []
-    for ov in parsed:
-        if ov.is_sweep_override():
-            key = ov.get_key_element()
-            sweeps.append([f"{key}={v}" for v in ov.sweep_string_iterator()])
-        else:
-            fixed.append(ov.input_line)
-    return fixed, sweeps
+    return OmegaConf.to_container(cfg, resolve=True)
 
 
 def job_overrides(overrides: Sequence[str]) -> list[list[str]]:
     """The overrides of every job of a (multi)run: the cartesian product of the sweep values."""
-    import itertools
-
-    fixed, sweeps = _single_overrides(overrides)
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    fixed = [ov.input_line for ov in parsed if not ov.is_sweep_override()]
+    sweeps = [[f"{ov.get_key_element()}={v}" for v in ov.sweep_string_iterator()]
+              for ov in parsed if ov.is_sweep_override()]
     return [fixed + list(combo) for combo in itertools.product(*sweeps)]
 
 
-def validate_overrides(overrides: Sequence[str]) -> None:
-    """Compose every value a (multi)run will use; raise BadOverride naming key and choices."""
+def compose_job(job: Sequence[str]) -> dict:
+    """One job's resolved config, checked against every kind's schema; BadOverride otherwise."""
     try:
-        fixed, sweeps = _single_overrides(overrides)
-    except HydraException as exc:
-        raise BadOverride(f"cannot parse overrides {list(overrides)}: {exc}") from None
-    candidates = [fixed] + [fixed + [alt] for alts in sweeps for alt in alts]
-    for cand in candidates:
-        try:
-            cfg = compose_config(cand)
-            OmegaConf.to_container(cfg, resolve=True)  # interpolation errors surface here
-            missing = OmegaConf.missing_keys(cfg)
-            if missing:
-                raise BadOverride(f"missing value for {', '.join(sorted(missing))} (set it with key=value)")
-        except BadOverride:
-            raise
-        except Exception as exc:  # noqa: BLE001 - Hydra/OmegaConf raise several types
-            raise BadOverride(explain(exc, cand)) from None
-        check_values(cfg, cand)
-
-
-def check_values(cfg: DictConfig, overrides: Sequence[str]) -> None:
-    """What composes can still be unusable (harness/validate.py); say so before any work."""
+        cfg = without_hydra(compose_config(job))
+        plain = to_plain(cfg)   # interpolation errors surface here
+        missing = OmegaConf.missing_keys(cfg)
+    except (HydraException, OmegaConfBaseException, ValueError) as exc:
+        raise BadOverride(explain(exc)) from None
+    if missing:
+        raise BadOverride(f"missing value for {', '.join(sorted(missing))} (set it with key=value)")
     from harness.validate import run_problems
 
-    problems = run_problems(to_plain(cfg))
+    problems = run_problems(plain)
     if problems:
-        where = f" (with {' '.join(overrides)})" if overrides else ""
-        raise BadOverride("; ".join(problems) + where)
+        raise BadOverride("; ".join(problems))
+    return plain
 
 
-def explain(exc: Exception, overrides: Sequence[str]) -> str:
-    msg = str(exc)
-    for ov in overrides:
-        key, _, value = ov.lstrip("+~").partition("=")
-        if key in groups() and f"'{key}/{value}'" in msg:
-            return f"unknown option {value!r} for config group {key!r}; valid choices: {', '.join(group_options(key))}"
-        if f"'{key}'" in msg or f"'{key.split('.')[-1]}'" in msg:
-            return f"unknown config key {key!r}; valid keys at {_parent(key) or 'top level'}: {', '.join(_siblings(key))}"
-    return f"bad override ({' '.join(overrides)}): {msg.splitlines()[0]}"
+def validate_overrides(overrides: Sequence[str]) -> list[dict]:
+    """Compose and check every job of a (multi)run before any work; their configs, or BadOverride
+    naming the job (its overrides) and the key."""
+    try:
+        jobs = job_overrides(overrides)
+    except HydraException as exc:
+        raise BadOverride(f"cannot parse overrides {list(overrides)}: {exc}") from None
+    configs = []
+    for job in jobs:
+        try:
+            configs.append(compose_job(job))
+        except BadOverride as exc:
+            where = f" (job: {' '.join(job)})" if len(jobs) > 1 else ""
+            raise BadOverride(str(exc) + where) from None
+    return configs
+
+
+def explain(exc: Exception) -> str:
+    """One line from Hydra's and OmegaConf's structured errors: the group and its options, or the
+    key and the keys valid beside it."""
+    cause = exc
+    while cause is not None and not isinstance(cause, (MissingConfigException, OmegaConfBaseException)):
+        cause = cause.__cause__
+    if isinstance(cause, MissingConfigException) and cause.missing_cfg_file:
+        group, _, option = str(cause.missing_cfg_file).rpartition("/")
+        if group in groups():
+            return (f"unknown option {option!r} for config group {group!r}; "
+                    f"valid choices: {', '.join(group_options(group))}")
+    key = getattr(cause, "full_key", None)
+    if isinstance(cause, OmegaConfBaseException) and key:
+        return f"unknown config key {key!r}; valid keys at {_parent(key) or 'top level'}: {', '.join(_siblings(key))}"
+    return str(exc).splitlines()[0]
 
 
 def _parent(key: str) -> str:
@@ -129,7 +144,7 @@ def _siblings(key: str) -> list[str]:
         node = node.get(part) if isinstance(node, DictConfig) else None
         if node is None:
             return [f"(no such section {parent!r}); top level: " + ", ".join(sorted(compose_config([]).keys()))]
-    return sorted(str(k) for k in node.keys()) if isinstance(node, DictConfig) else []
+    return sorted(str(k) for k in node.keys() if k != "hydra") if isinstance(node, DictConfig) else []
 
 
 def env_flag(name: str) -> bool:

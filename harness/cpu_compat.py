@@ -1,5 +1,5 @@
 """Post-install step that makes the registry's CUDA-built torchvision/torchaudio importable
-next to a CPU-only torch (shared/reference/stack.md, "Two CPU-only traps").
+next to a CPU-only torch: the registry's torchvision and torchaudio wheels are CUDA builds.
 
 - torchvision registers fake kernels for `torchvision::nms`/`qnms` at import; without its
   compiled ops (they need CUDA libraries here) that raises "operator torchvision::nms does

@@ -1,8 +1,10 @@
-"""The Hydra application: one job = one run of the chain in its own run folder.
+"""Running jobs: one job = one run of the chain in its own run folder; a multirun = one job per
+combination of sweep values, through Hydra's sweeper and launcher (local or SLURM).
 
 Hydra only composes configs and orchestrates jobs; every tool runs in a subprocess on files
-written to disk (pain point 17). In a multirun a failing job is recorded and the sweep goes on
-(pain point 18); the summary and the report come at the end (harness/sweep.py)."""
+written to disk. Each job returns its status (it never raises), so a failing job of a sweep does
+not stop the others, and the exit code and the sweep's summary and report are computed from
+what the jobs returned (harness/sweep.py)."""
 
 from __future__ import annotations
 
@@ -11,32 +13,28 @@ import sys
 import time
 from pathlib import Path
 
-import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from harness.config import CONFIG_DIR, to_plain
-from harness.runner import STARTED_ENV, node_rank
+from harness.config import CONFIG_NAME, hydra_app, to_plain
+from harness.runner import STARTED_ENV
 from harness.validate import force_list
-
-FAILED: list[str] = []   # jobs of this process that failed (multirun exit code)
 
 
 def run_job(cfg: DictConfig) -> dict:
+    """Hydra's task function: run the chain; return {"state", "error", "run_dir", ...}."""
     from harness.chain import build_chain, run_label
     from harness.runner import Runner, StageFailed
     from harness.status import RunStatus
-    from harness.steps import STEPS
     from harness.store import Store
+    from train.launch import node_rank
 
-    hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
     plain = to_plain(cfg)
-    rank = node_rank(plain)
+    rank = node_rank(plain["launcher"])
     config_name = "config.yaml" if rank == 0 else f"config.node{rank}.yaml"   # node 0's copy stays
     (run_dir / config_name).write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
-    runner = Runner(Store(Path(plain["paths"]["store_dir"])), run_dir, STEPS, plain)
+    runner = Runner(Store(Path(plain["paths"]["store_dir"])), run_dir, node_rank=rank)
     label = run_label(plain)
     chain = None
     try:
@@ -47,24 +45,36 @@ def run_job(cfg: DictConfig) -> dict:
         if chain is None:  # failed before the runner kept a status: status.json must still say so
             RunStatus(run_dir, label, []).finish("failed", error=reason)
         print(f"[harness] {label} FAILED: {reason}\n[harness] logs: {run_dir / 'logs'}", file=sys.stderr, flush=True)
-        if hc.mode == RunMode.MULTIRUN:
-            FAILED.append(label)
-            return {"state": "failed", "error": reason}
-        raise SystemExit(1) from None
+        return {"state": "failed", "error": reason, "run": label, "run_dir": str(run_dir)}
     print(f"[harness] {label} done: {run_dir}", flush=True)
-    return status.data
+    return {**status.data, "run_dir": str(run_dir)}
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
-def hydra_entry(cfg: DictConfig) -> dict:
-    return run_job(cfg)
-
-
-def launch(args: list[str]) -> int:
-    """Hand the overrides to Hydra as if they were its own command line."""
-    sys.argv = [sys.argv[0]] + args
+def launch(overrides: list[str], multirun: bool) -> int:
+    """Run one job, or every job of a sweep; 0 when every job finished."""
     os.environ.setdefault(STARTED_ENV, repr(time.time()))  # one start for every job of a sweep
-    hydra_entry()
-    from harness.sweep import SWEEP_FAILED
+    app = hydra_app()
+    if not multirun:
+        ret = app.run(CONFIG_NAME, run_job, [*overrides, "hydra.mode=RUN"])
+        return 0 if ret.return_value["state"] == "done" else 1
+    from harness.sweep import finish_sweep
 
-    return 1 if FAILED or SWEEP_FAILED else 0
+    started = time.time()
+    sweep_dir = Path(str(app.compose_config(CONFIG_NAME, overrides, run_mode=_multirun()).hydra.sweep.dir))
+    returns = app.multirun(CONFIG_NAME, run_job, [*overrides, "hydra.mode=MULTIRUN"])
+    jobs = [_job_result(r) for batch in returns for r in batch]
+    return finish_sweep(sweep_dir, jobs, started)
+
+
+def _multirun():
+    from hydra.types import RunMode
+
+    return RunMode.MULTIRUN
+
+
+def _job_result(ret) -> dict:
+    """A job's returned status; a job that raised anyway (a launcher failure) counts as failed."""
+    try:
+        return ret.return_value
+    except Exception as exc:  # noqa: BLE001 - JobReturn re-raises the job's exception here
+        return {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}

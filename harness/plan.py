@@ -12,10 +12,10 @@ from typing import Mapping
 
 from harness.chain import build_chain, resolve_world, run_label
 from harness.cost import cost_line, stage_cost, total_line
-from harness.proc import shell_line
 from harness.runner import why_redo
 from harness.stage import Stage, chain_fingerprints
 from harness.store import Store
+from stagekit import shell_line
 
 
 def render_plan(cfg: Mapping) -> str:
@@ -61,35 +61,35 @@ def _details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mapping, co
 
 
 def _train_details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mapping, cost: str) -> list[str]:
+    """What the run would write and launch, from train/stage.py's own `render` (a dry run)."""
+    from stagekit import StageLog, StageRun
     from train.batch import BatchError
-    from train.launch import SLURM_MASTER_EXPR, all_node_envs, train_command
-    from train.render import FREEZE_KEYS, render_lf_config, with_run_settings
+    from train.launch import SLURM_MASTER_EXPR, all_node_envs, world_size
+    from train.render import FREEZE_KEYS
+    from train.stage import render
 
-    out = dirs[stage.name]
-    ds = config["deepspeed"]
-    spec = config["stage"]
-    flags = (f"dataset: {cfg[spec['data']]['name']}  trainable: {spec['trainable']}  "
+    out, spec = dirs[stage.name], config["stage"]
+    flags = (f"dataset: {stage.settings['dataset']}  trainable: {spec['trainable']}  "
              + "  ".join(f"{k}={spec[k]}" for k in FREEZE_KEYS))
+    job = StageRun(name=stage.name, out_dir=out, inputs={r: dirs[n] for r, n in stage.inputs.items()},
+                   config=config, log=StageLog(stage.name, Path("/dev/null"), echo=False), settings=stage.settings)
     try:
-        lf = render_lf_config(config=with_run_settings(config, cfg["train"]["common"]),
-                              model_dir=dirs[stage.inputs["model"]] / "model", dataset_dir=dirs[stage.inputs["data"]],
-                              dataset=cfg[spec["data"]]["name"], output_dir=out / "model", tokenized_path=None,
-                              deepspeed_json=(out / f"deepspeed_{ds['name']}.json") if ds.get("config") else None)
+        r = render(job, tokenized_path=None, resolve_master=False)
     except BatchError as exc:   # shown, not raised: the rest of the plan is still worth reading
         return [flags, f"cannot render llamafactory.yaml: {exc}", cost]
-    world = config["world_size"]["nnodes"] * config["world_size"]["nproc_per_node"]
+    world = world_size(config["world_size"])
     lines = [
         flags,
-        f"learning_rate: {lf['learning_rate']:g}  global batch: {spec['global_batch_size']} = "
-        f"{lf['per_device_train_batch_size']} per device x {world} processes x {lf['gradient_accumulation_steps']} "
-        f"accumulation  deepspeed: {ds['name']}",
+        f"learning_rate: {r.lf['learning_rate']:g}  global batch: {spec['global_batch_size']} = "
+        f"{r.lf['per_device_train_batch_size']} per device x {world} processes x {r.lf['gradient_accumulation_steps']} "
+        f"accumulation  deepspeed: {config['deepspeed']['name']}",
         cost,
     ]
     # master_addr=auto is resolved by SLURM on the node; plan shows the expression the node evaluates.
-    envs = all_node_envs(cfg["launcher"], deepspeed=ds.get("config") is not None, resolve=False)
+    envs = all_node_envs(stage.settings["launcher"], deepspeed=r.deepspeed_json is not None, resolve=False)
     for rank, env in enumerate(envs):
         prefix = f"node {rank}: " if len(envs) > 1 else "command: "
-        line = shell_line(train_command(out / "llamafactory.yaml"), env)
+        line = shell_line(r.argv, env)
         lines.append(prefix + line.replace(shlex.quote(SLURM_MASTER_EXPR), f'"{SLURM_MASTER_EXPR}"'))
     return lines
 

@@ -1,5 +1,5 @@
 """`python -m harness prefetch [overrides]`: download what a config needs while online, so the
-run itself can go offline (pain point 13): the two backbone checkpoints, the caption/SFT
+run itself can go offline (a cluster's compute nodes often have no network): the two backbone checkpoints, the caption/SFT
 datasets (into paths.data_root/<folder of the configured paths>), and the benchmark datasets."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from harness.chain import DATA_ROLES, uses_world
-from harness.config import compose_config, to_plain
+from data_prep.stage import ROLES
+from harness.chain import uses_world
 
 
 class PrefetchError(RuntimeError):
@@ -34,8 +34,8 @@ def download_dataset(source: dict, log=print) -> Path:
     return target
 
 
-def prefetch(overrides: list[str], log=print) -> int:
-    cfg = to_plain(compose_config(overrides))
+def prefetch(cfg: dict, log=print) -> int:
+    """Download what the composed, checked run config `cfg` needs; 0 when all of it arrived."""
     try:
         if not uses_world(cfg["backbone"]):
             from init_vlm.sources import VISION_PREFIXES, resolve_source
@@ -44,7 +44,7 @@ def prefetch(overrides: list[str], log=print) -> int:
             # the ViT source gives only its vision tower: fetch only the shards that hold it
             log(f"backbone vit_source: {resolve_source(bb['vit_source'], bb['vit_revision'], only_prefixes=VISION_PREFIXES)}")
             log(f"backbone llm_source: {resolve_source(bb['llm_source'], bb['llm_revision'])}")
-        for role in DATA_ROLES:
+        for role in ROLES:
             source = cfg[role]
             if source.get("hub") and not uses_world(source):
                 download_dataset(source, log)

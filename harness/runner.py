@@ -16,26 +16,10 @@ from typing import Any, Callable, Mapping
 from harness.chain import resolve_world
 from harness.stage import Stage, chain_fingerprints
 from harness.status import RunStatus, now
-from harness.store import STAGE_INFO, Store, write_json_atomic
+from harness.store import STAGE_INFO, Store
+from stagekit import StageLog, StageRun, write_json_atomic
 
 STARTED_ENV = "CAPRL_STARTED"
-
-
-@dataclass
-class StageContext:
-    stage: Stage
-    out_dir: Path                 # the stage writes only here
-    inputs: dict[str, Path]       # role -> upstream stage folder
-    config: dict                  # stage config with world:// resolved
-    log_path: Path
-    run_dir: Path
-    run_cfg: dict                 # the whole resolved run config (launcher ranks, paths, ...)
-
-    def log(self, msg: str) -> None:
-        line = f"[{self.stage.name}] {msg}"
-        print(line, flush=True)
-        with open(self.log_path, "a") as fh:
-            fh.write(line + "\n")
 
 
 class StageFailed(RuntimeError):
@@ -63,11 +47,6 @@ def why_redo(store: Store, stage: Stage, fps: Mapping[str, str], dirs: Mapping[s
     return None
 
 
-def node_rank(run_cfg: Mapping) -> int:
-    """This process's node in a multi-node job (0 for a single node, and for node 0)."""
-    return int(run_cfg.get("launcher", {}).get("node_rank", 0) or 0)
-
-
 def invocation_started() -> float:
     """The start of this command: set once by the CLI in CAPRL_STARTED, inherited by every job."""
     return float(os.environ.get(STARTED_ENV) or time.time())
@@ -86,13 +65,16 @@ def _link(run_dir: Path, name: str, target: Path) -> None:
 
 
 class Runner:
-    def __init__(self, store: Store, run_dir: Path, steps: Mapping[str, Callable[[StageContext], Any]],
-                 run_cfg: dict | None = None, poll_seconds: float = 10.0, started: float | None = None):
-        self.store, self.run_dir, self.steps = store, Path(run_dir), steps
-        self.run_cfg = run_cfg or {}
+    def __init__(self, store: Store, run_dir: Path, steps: Mapping[str, Callable[[StageRun], Any]] | None = None,
+                 node_rank: int = 0, poll_seconds: float = 10.0, started: float | None = None, echo: bool = True):
+        from harness.kinds import KINDS
+
+        self.store, self.run_dir = store, Path(run_dir)
+        self.steps = steps if steps is not None else {kind: module.run for kind, module in KINDS.items()}
+        self.echo = echo
         # Multi-node: every node runs the same job; only node 0 computes and marks stages done.
         # The others join training (their torchrun ranks) and otherwise wait for node 0.
-        rank = node_rank(self.run_cfg)
+        rank = node_rank
         self.follower = rank > 0
         self.suffix = f".node{rank}" if self.follower else ""   # followers never overwrite node 0's files
         self.poll_seconds = poll_seconds
@@ -120,18 +102,23 @@ class Runner:
     def why_redo(self, stage: Stage, fps: Mapping[str, str], dirs: Mapping[str, Path], forced: bool) -> str | None:
         return why_redo(self.store, stage, fps, dirs, forced_before=self.started if forced else None)
 
-    def _context(self, stage: Stage, dirs: Mapping[str, Path]) -> StageContext:
-        return StageContext(stage, dirs[stage.name], {r: dirs[n] for r, n in stage.inputs.items()},
-                            resolve_world(dict(stage.config), str(dirs["world"]) if "world" in dirs else None),
-                            self.run_dir / "logs" / f"{stage.name}{self.suffix}.log", self.run_dir, self.run_cfg)
+    def _context(self, stage: Stage, fps: Mapping[str, str], dirs: Mapping[str, Path]) -> StageRun:
+        world = str(dirs["world"]) if "world" in dirs else None
+        return StageRun(name=stage.name, out_dir=dirs[stage.name],
+                        inputs={r: dirs[n] for r, n in stage.inputs.items()},
+                        config=resolve_world(dict(stage.config), world),
+                        log=StageLog(stage.name, self.run_dir / "logs" / f"{stage.name}{self.suffix}.log", self.echo),
+                        settings=resolve_world(dict(stage.settings), world),
+                        input_fingerprints={r: fps[n] for r, n in stage.inputs.items()},
+                        cache_dir=self.store.root / "cache" / stage.kind)
 
     def _run_stage(self, stage: Stage, fps: Mapping[str, str], dirs: dict[str, Path], status: RunStatus,
                    force: list[str]) -> None:
         folder, fp = dirs[stage.name], fps[stage.name]
-        ctx = self._context(stage, dirs)
+        ctx = self._context(stage, fps, dirs)
         forced = _forced(stage, force)
         if self.follower:
-            return self._follow(ctx, fp, status, self.why_redo(stage, fps, dirs, forced))
+            return self._follow(stage, ctx, fp, status, self.why_redo(stage, fps, dirs, forced))
         if self.why_redo(stage, fps, dirs, forced) is None:
             ctx.log(f"done already ({folder}), skipped")
             status.stage(stage.name, "skipped", dir=str(folder), fingerprint=fp)
@@ -141,24 +128,24 @@ class Runner:
             if reason is None:
                 status.stage(stage.name, "skipped", dir=str(folder), fingerprint=fp)
                 return
-            self._execute(ctx, fp, status, reason)
+            self._execute(stage, ctx, fp, status, reason)
 
-    def _follow(self, ctx: StageContext, fp: str, status: RunStatus, reason: str | None) -> None:
+    def _follow(self, stage: Stage, ctx: StageRun, fp: str, status: RunStatus, reason: str | None) -> None:
         """Node rank > 0: take part in training, wait for node 0 to finish everything else."""
         folder = ctx.out_dir
         before = self.store.finished_at(folder, fp) if reason is not None else None
-        if ctx.stage.kind == "train" and reason is not None:
+        if stage.kind == "train" and reason is not None:
             ctx.log(f"joining training as a follower node ({reason})")
-            status.stage(ctx.stage.name, "running", dir=str(folder), fingerprint=fp, started=now())
+            status.stage(stage.name, "running", dir=str(folder), fingerprint=fp, started=now())
             folder.mkdir(parents=True, exist_ok=True)
-            self.steps[ctx.stage.kind](ctx)
+            self.steps[stage.kind](ctx)
         # Wait for node 0's mark; when the stage is being redone, for a mark newer than the old one.
         while (done := self.store.finished_at(folder, fp)) is None or (reason is not None and done == before):
             time.sleep(self.poll_seconds)
-        status.stage(ctx.stage.name, "skipped", dir=str(folder), fingerprint=fp, note="done by node 0")
+        status.stage(stage.name, "skipped", dir=str(folder), fingerprint=fp, note="done by node 0")
 
-    def _execute(self, ctx: StageContext, fp: str, status: RunStatus, reason: str) -> None:
-        stage, folder = ctx.stage, ctx.out_dir
+    def _execute(self, stage: Stage, ctx: StageRun, fp: str, status: RunStatus, reason: str) -> None:
+        folder = ctx.out_dir
         self.store.unmark(folder)
         # A resumable stage keeps what a killed attempt left (its checkpoints) only when it was
         # simply not done; forced or stale, it starts over.
@@ -172,7 +159,7 @@ class Runner:
         try:
             info = self.steps[stage.kind](ctx) or {}
         except BaseException as exc:  # noqa: BLE001 - record, then re-raise
-            with open(ctx.log_path, "a") as fh:
+            with open(ctx.log.path, "a") as fh:
                 traceback.print_exc(file=fh)
             status.stage(stage.name, "failed", error=f"{type(exc).__name__}: {exc}", seconds=round(time.time() - t0, 1))
             if isinstance(exc, Exception):

@@ -3,7 +3,7 @@
 A stage's output is determined by its kind (and that kind's code version), its own resolved
 config, and the fingerprints of the stages it reads. Two sweep jobs that agree on all three
 (init_vlm, alignment, SFT data prep, ...) get the same fingerprint and therefore share one
-output folder in the store.
+output folder in the store. Run-only settings travel beside the config, outside the fingerprint.
 """
 
 from __future__ import annotations
@@ -13,25 +13,17 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-# Bump a kind's version when its code changes what it writes: old outputs stop matching.
-KIND_VERSIONS = {
-    "world": 1,
-    "init_vlm": 1,
-    "data_prep": 2,
-    "train": 1,
-    "evaluate": 1,
-    "report": 1,
-}
-
 
 @dataclass(frozen=True)
 class Stage:
     name: str                      # unique in a run, e.g. "train.alignment"
-    kind: str                      # which implementation runs it (see harness/steps.py)
+    kind: str                      # which kind module runs it (harness/kinds.py)
     config: Mapping[str, Any]      # plain, JSON-able: everything that decides the output
     inputs: Mapping[str, str] = field(default_factory=dict)  # role -> upstream stage name
     resumable: bool = False        # True: a half-done folder is resumed, not wiped
     summary: str = ""              # one line for `plan`
+    settings: Mapping[str, Any] = field(default_factory=dict)  # run-only: never fingerprinted
+    version: int = 1               # the kind's code version
 
 
 def canonical_json(obj: Any) -> str:
@@ -42,7 +34,7 @@ def fingerprint(stage: Stage, upstream: Mapping[str, str]) -> str:
     """sha256 over kind, code version, config and the upstream fingerprints (by role)."""
     payload = {
         "kind": stage.kind,
-        "version": KIND_VERSIONS[stage.kind],
+        "version": stage.version,
         "config": stage.config,
         "inputs": {role: upstream[name] for role, name in sorted(stage.inputs.items())},
     }

@@ -9,22 +9,16 @@ want the same stage at once (parallel sweep jobs): the second waits, then finds 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
-import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
+
+from stagekit import file_lock, write_json_atomic
 
 DONE = ".done.json"
 STAGE_INFO = ".stage.json"
-
-
-def write_json_atomic(path: Path, data: Any, sort_keys: bool = True) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 class Store:
@@ -64,13 +58,5 @@ class Store:
 
     @contextlib.contextmanager
     def lock(self, folder: Path, log=print) -> Iterator[None]:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        with open(folder.with_name(folder.name + ".lock"), "w") as fh:
-            try:
-                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                log(f"waiting for another job that is computing {folder} ...")
-                t0 = time.time()
-                fcntl.flock(fh, fcntl.LOCK_EX)
-                log(f"... it finished after {time.time() - t0:.0f} s")
+        with file_lock(folder, log=log):
             yield

@@ -1,19 +1,10 @@
 """End of a multirun: one summary of every job (state, time, and why it failed), then the
-ablation report over the whole sweep folder. Hydra calls this through hydra.callbacks."""
+ablation report over the finished jobs, built by the report library."""
 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
-from typing import Any
-
-from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
-
-REPO = Path(__file__).resolve().parent.parent
-PAPER_TABLES = [REPO / "results" / "paper" / "paper_table1.csv", REPO / "results" / "paper" / "paper_table2.csv"]
-SWEEP_FAILED: list[str] = []   # failed jobs seen by the summary (also those run by SLURM elsewhere)
 
 
 def job_status_files(sweep_dir: Path, since: float = 0.0) -> list[Path]:
@@ -43,24 +34,23 @@ def format_summary(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-class SweepSummary(Callback):
-    def __init__(self) -> None:
-        self.started = time.time()
+def finish_sweep(sweep_dir: Path, jobs: list[dict], started: float) -> int:
+    """Write summary.md/.json and the sweep report; 0 when every job of this sweep finished.
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self.started = time.time()
+    The summary reads the jobs' status files (a SLURM job's too, written on its node); the exit
+    code also counts a job that returned failure without a status file (failed before its chain)."""
+    rows = job_summaries(sweep_dir, started) if sweep_dir.is_dir() else []
+    text = format_summary(rows)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "summary.md").write_text(text + "\n")
+    (sweep_dir / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    print(f"\n[harness] sweep summary ({sweep_dir}):\n{text}\n", flush=True)
+    done = [sweep_dir / r["job"] for r in rows if r["state"] == "done"]
+    if done:  # the ablation table of this sweep's finished jobs, beside the paper's numbers
+        from report.cli import report_paths
+        from report.paper import PAPER_TABLES
 
-    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        sweep_dir = Path(config.hydra.sweep.dir)
-        rows = job_summaries(sweep_dir, self.started)
-        text = format_summary(rows)
-        (sweep_dir / "summary.md").write_text(text + "\n")
-        (sweep_dir / "summary.json").write_text(json.dumps(rows, indent=2) + "\n")
-        print(f"\n[harness] sweep summary ({sweep_dir}):\n{text}\n", flush=True)
-        SWEEP_FAILED.extend(r["job"] for r in rows if r["state"] != "done")
-        done = [str(sweep_dir / r["job"]) for r in rows if r["state"] == "done"]
-        if done:  # the ablation table of this sweep's finished jobs, beside the paper's numbers
-            from report.cli import main as report_main
-
-            paper = [arg for csv in PAPER_TABLES if csv.exists() for arg in ("--paper", str(csv))]
-            report_main([*done, "--out", str(sweep_dir / "report"), *paper])
+        written = report_paths(done, out=sweep_dir / "report", paper_csv=[p for p in PAPER_TABLES if p.exists()])
+        print(written["markdown_text"], flush=True)
+    failed = any(r["state"] != "done" for r in rows) or any(j.get("state") != "done" for j in jobs)
+    return 1 if failed else 0

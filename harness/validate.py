@@ -1,7 +1,8 @@
 """Checks on a composed run config that Hydra cannot make: the values that would otherwise fail
-hours into a run (a `force=` that names no stage, an `until=` typo, a training recipe whose
-freeze flags or global batch do not work). Called by the CLI for every job of a (multi)run
-before any work, and by `plan`. Pure: no torch, no files."""
+hours into a run (a `force=` that names no stage, an `until=` typo, a source key misspelt with
+`+`, a training recipe whose freeze flags or global batch do not work). Each kind checks its own
+slice (harness/kinds.py `problems`); this adds the run-level keys. Called for every job of a
+(multi)run before any work, and by `plan`. Pure: no torch, no files."""
 
 from __future__ import annotations
 
@@ -20,7 +21,11 @@ def force_list(value: Any) -> list[str]:
 def run_problems(cfg: Mapping) -> list[str]:
     """Every problem of one job's resolved config, each naming its key; [] when it can run."""
     from harness.chain import build_chain
+    from harness.kinds import CHAIN_ORDER
 
+    problems = [p for kind in CHAIN_ORDER if hasattr(kind, "problems") for p in kind.problems(cfg)]
+    if problems:
+        return problems
     try:
         stages = build_chain({**cfg, "until": None})
     except (KeyError, ValueError, TypeError) as exc:
@@ -32,10 +37,4 @@ def run_problems(cfg: Mapping) -> list[str]:
     until = cfg.get("until")
     if until is not None and until not in names:
         problems.append(f"until: {until!r} is not a stage of this run; stages: {', '.join(names)}")
-    return problems + _recipe_problems(cfg)
-
-
-def _recipe_problems(cfg: Mapping) -> list[str]:
-    from train.validate import check_recipe
-
-    return check_recipe(cfg)
+    return problems

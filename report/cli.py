@@ -47,14 +47,25 @@ def main(argv: Sequence[str]) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    records = collect_records(args.paths)
-    if not records:
-        raise ReportError(f"no results.jsonl records under {', '.join(map(str, args.paths))}")
-    first = args.paths[0]
-    out = args.out or (first if first.is_dir() else first.parent) / "report"
-    written = write_report(records, out, paper_csv=args.paper, title=args.title)
+    written = report_paths(args.paths, out=args.out, paper_csv=args.paper, title=args.title)
     print(written.pop("markdown_text"))
-    curves = loss_curves(args.paths)
+    print("report files:\n" + "\n".join(f"  {path}" for path in written.values()))
+    return 0
+
+
+def report_paths(paths: Sequence[Path], *, out: Path | None = None, paper_csv: Sequence[Path] | None = None,
+                 title: str = DEFAULT_TITLE) -> dict:
+    """The report of every results.jsonl under `paths` into `out` (default: the first path's
+    folder + /report), with the loss curves of the training folders found there. Returns the
+    written files by kind and "markdown_text"."""
+    paths = [Path(p) for p in paths]
+    records = collect_records(paths)
+    if not records:
+        raise ReportError(f"no results.jsonl records under {', '.join(map(str, paths))}")
+    first = paths[0]
+    out = Path(out) if out else (first if first.is_dir() else first.parent) / "report"
+    written = write_report(records, out, paper_csv=paper_csv, title=title)
+    curves = loss_curves(paths)
     if curves:
         from report.plots import plot_loss_curves
 
@@ -62,8 +73,7 @@ def _report(args: argparse.Namespace) -> int:
             written["loss_curves"] = plot_loss_curves(curves, out / "loss_curves.png")
         except ReportError as exc:  # a broken training log must not cost the table, already written
             print(f"warning: no loss plot: {exc}", file=sys.stderr)
-    print("report files:\n" + "\n".join(f"  {path}" for path in written.values()))
-    return 0
+    return written
 
 
 def trainer_state(model_dir: Path) -> Path | None:

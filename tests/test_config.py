@@ -25,7 +25,9 @@ def test_every_experiment_composes_into_a_chain(experiment, results_dir):
 @pytest.mark.parametrize("group,option", GROUP_CASES)
 def test_every_group_option_composes(group, option, results_dir):
     cfg = to_plain(compose_config([f"{group}={option}"]))
-    build_chain(cfg)
+    assert [s.name for s in build_chain(cfg)][-1] == "report"
+    if "name" in cfg[group]:   # the option chosen is the one composed
+        assert cfg[group]["name"] == option
 
 
 def test_experiment_files_start_with_the_command_that_runs_them():
@@ -153,3 +155,35 @@ def test_run_only_settings_of_a_source_do_not_change_its_fingerprint(results_dir
     assert changed["data_prep.captions"] != base["data_prep.captions"]
     assert changed["train.further_pretrain"] != base["train.further_pretrain"]
     assert changed["data_prep.sft_data"] == base["data_prep.sft_data"]
+
+
+def test_every_job_of_a_sweep_is_checked_not_each_value_alone(results_dir):
+    """Each value composes alone; one combination cannot run (a global batch of 4 over 8 GPUs)."""
+    with pytest.raises(BadOverride) as err:
+        validate_overrides(["experiment=embedded,caprl2m", "train.stages.sft.global_batch_size=4,128"])
+    msg = str(err.value)
+    assert "train.stages.sft.global_batch_size=4 is not a multiple of" in msg
+    assert msg.endswith("(job: experiment=caprl2m train.stages.sft.global_batch_size=4)")
+
+
+@pytest.mark.parametrize("override,message", [
+    ("captions.reader=nope", "captions: source 'synthetic_dense': reader 'nope' is not one of "),
+    ("+captions.subset_sise=5", "captions: source 'synthetic_dense': unknown keys ['subset_sise']; allowed: "),
+    ("eval.device=tpu", "eval.device='tpu'; choose cpu, cuda or cuda:N"),
+    ("+eval.batchsize=2", "eval: unknown key batchsize; valid keys: batch_size, device, "),
+    ("+backbone.vit=x", "backbone: unknown key vit; valid keys: dtype, label, "),
+    ("backbone.projector_init=xavier", "backbone.projector_init='xavier'; choose one of torch_default, normal"),
+])
+def test_schema_errors_name_the_key_before_any_work(override, message, results_dir):
+    with pytest.raises(BadOverride) as err:
+        validate_overrides([override])
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_cli_rejects_a_bad_sweep_job_before_writing_anything(results_dir):
+    proc = subprocess.run(harness_cmd("run", "-m", "experiment=embedded,caprl2m",
+                                      "train.stages.sft.global_batch_size=4,128"),
+                          capture_output=True, text=True, cwd=REPO, env=subprocess_env(results_dir))
+    assert proc.returncode == 2
+    assert "(job: experiment=caprl2m train.stages.sft.global_batch_size=4)" in proc.stderr
+    assert not results_dir.exists()

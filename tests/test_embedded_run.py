@@ -33,7 +33,9 @@ def test_embedded_run_completes_and_writes_a_table(shared_results):
     assert (rd / "config.yaml").exists() and all((rd / "logs" / f"{s}.log").exists() for s in CHAIN)
     records = [json.loads(x) for x in (stage_dir(rd, "evaluate") / "results.jsonl").read_text().splitlines()]
     assert [r["benchmark"] for r in records] == ["SynthVQA"]
-    assert records[0]["status"] == "ok" and 0.0 <= records[0]["value"] <= 100.0 and records[0]["n"] == 32
+    # 5 of 32 answers right: the fixed seeds make the tiny model's training and greedy answers
+    # reproducible on CPU, so a change that breaks learning or evaluation moves this number.
+    assert (records[0]["status"], records[0]["value"], records[0]["n"]) == ("ok", 15.625, 32)
     table = (stage_dir(rd, "report") / "table.md").read_text()
     assert "SynthVQA" in table and "Synthetic-Dense" in table
     assert "SynthVQA" in proc.stdout  # the table is printed at the end
@@ -42,13 +44,15 @@ def test_embedded_run_completes_and_writes_a_table(shared_results):
 
 
 def test_second_run_skips_every_stage(shared_results):
-    run_harness(shared_results, "run")  # no-op if the previous test ran
+    run_harness(shared_results, "run")  # computes what is missing, whatever ran before
     t0 = time.time()
     run_harness(shared_results, "run")
     elapsed = time.time() - t0
     status = read_status(run_dir(shared_results))
     assert {s["state"] for s in status["stages"].values()} == {"skipped"}
-    print(f"second run: {elapsed:.1f} s")
+    # Nothing is recomputed: a second run costs the interpreter start and the fingerprint checks
+    # (about 2 s here), far below the ~20 s start-up of a single LLaMA-Factory or lmms-eval run.
+    assert elapsed < 15, f"second run took {elapsed:.1f} s"
 
 
 def test_sigkill_in_a_stage_then_rerun_redoes_only_that_stage_onwards(shared_results):

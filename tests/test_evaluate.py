@@ -14,7 +14,8 @@ import yaml
 
 from evaluation import EvaluationError, build_command, prefetch, run_evaluation
 from evaluation.benchmarks import task_entries, task_metrics, task_yaml
-from evaluation.stage import RECORD_KEYS, _run_logged, read_scores
+from evaluation.stage import RECORD_KEYS, read_scores
+from stagekit import run_logged
 from tests.conftest import REPO
 
 SETS = REPO / "configs/hydra/benchmarks"
@@ -161,10 +162,9 @@ def test_results_check_and_scaling(tmp_path):
 
 def test_secrets_are_masked_in_the_saved_log(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-secret-value-123")
-    shown = []
-    rc, tail = _run_logged([sys.executable, "-c", "import os; print('key', os.environ['OPENAI_API_KEY'])"], {},
-                           tmp_path / "x.log", shown.append, cwd=tmp_path)
-    assert rc == 0 and tail == ["key ***"] and shown == ["key ***"]
+    done = run_logged([sys.executable, "-c", "import os; print('key', os.environ['OPENAI_API_KEY'])"],
+                      log_path=tmp_path / "x.log", cwd=tmp_path, echo=False, check=False)
+    assert done.returncode == 0 and done.tail == ["key ***"]
     assert "sk-secret" not in (tmp_path / "x.log").read_text()
 
 

@@ -40,8 +40,8 @@ class Recorder:
         self.fail_on = fail_on
 
     def step(self, ctx):
-        self.calls.append(ctx.stage.name)
-        if ctx.stage.name == self.fail_on:
+        self.calls.append(ctx.name)
+        if ctx.name == self.fail_on:
             (ctx.out_dir / "half-written").write_text("x")
             raise RuntimeError("boom")
         inputs = {r: (p / "out.txt").read_text() for r, p in ctx.inputs.items()}
@@ -166,12 +166,12 @@ KILL_SCRIPT = textwrap.dedent("""
     from harness.store import Store
 
     def step(ctx):
-        if ctx.stage.name == "train.alignment" and not Path({flag!r}).exists():
+        if ctx.name == "train.alignment" and not Path({flag!r}).exists():
             (ctx.out_dir / "checkpoint-1").mkdir()
             Path({ready!r}).touch()
             time.sleep(60)   # killed here
         (ctx.out_dir / "out.txt").write_text("ok")
-        print("RAN", ctx.stage.name, flush=True)
+        print("RAN", ctx.name, flush=True)
 
     Runner(Store(Path({store!r})), Path({run!r}), {{k: step for k in ("init_vlm", "data_prep", "train")}}).run(
         make_chain(), run_label="run")
@@ -209,23 +209,23 @@ def test_follower_node_joins_training_and_waits_for_node_0(tmp_path):
     follower, leader = Recorder(), Recorder()
 
     def follower_step(ctx):
-        follower.calls.append(ctx.stage.name)
-        joined[ctx.stage.name].set()
+        follower.calls.append(ctx.name)
+        joined[ctx.name].set()
 
     def leader_step(ctx):
-        if ctx.stage.name in joined:      # a collective: both nodes must be in it
-            assert joined[ctx.stage.name].wait(timeout=20)
+        if ctx.name in joined:      # a collective: both nodes must be in it
+            assert joined[ctx.name].wait(timeout=20)
         return leader.step(ctx)
 
     store = Store(tmp_path / "store")
     node1 = Runner(store, tmp_path / "run", {k: follower_step for k in ("init_vlm", "data_prep", "train")},
-                   {"launcher": {"node_rank": 1}}, poll_seconds=0.05)
+                   node_rank=1, poll_seconds=0.05)
     thread = threading.Thread(target=node1.run, args=(make_chain(),), kwargs={"run_label": "run"})
     thread.start()
     time.sleep(0.3)
     assert follower.calls == []          # waiting for node 0's init_vlm
     Runner(store, tmp_path / "run", {k: leader_step for k in ("init_vlm", "data_prep", "train")},
-           {"launcher": {"node_rank": 0}}).run(make_chain(), run_label="run")
+           node_rank=0).run(make_chain(), run_label="run")
     thread.join(timeout=30)
     assert not thread.is_alive()
     assert leader.calls == ["init_vlm", "data_prep.captions", "train.alignment", "train.further_pretrain"]

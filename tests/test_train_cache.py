@@ -40,16 +40,16 @@ def test_cache_key_covers_data_settings_processor_lf_version_and_extra(monkeypat
 
 
 def test_cache_folder_is_keyed_by_the_data_stage_and_model_files(tmp_path):
-    data, model = tmp_path / "data", tmp_path / "model"
-    data.mkdir(), model.mkdir()
-    (data / ".done.json").write_text(json.dumps({"fingerprint": "abc"}))
+    model, cache = tmp_path / "model", tmp_path / "cache"
+    model.mkdir()
     (model / "tokenizer.json").write_text("{}")
-    path = tokenized_cache(tmp_path / "store", data, model, CONFIG)
-    assert path.parent == tmp_path / "store" / "tokenized" and len(path.name) == 16
-    assert path == tokenized_cache(tmp_path / "store", data, model, CONFIG)
+    path = tokenized_cache(cache, "abc", model, CONFIG)
+    assert path.parent == cache and len(path.name) == 16
+    assert path == tokenized_cache(cache, "abc", model, CONFIG)
+    assert path != tokenized_cache(cache, "abd", model, CONFIG)   # another data stage
     (model / "tokenizer.json").write_text('{"changed": 1}')
-    assert path != tokenized_cache(tmp_path / "store", data, model, CONFIG)
-    assert path != tokenized_cache(tmp_path / "store", data, model, with_common(extra={"mask_history": True}))
+    assert path != tokenized_cache(cache, "abc", model, CONFIG)
+    assert path != tokenized_cache(cache, "abc", model, with_common(extra={"mask_history": True}))
 
 
 def lf_saves(path):

@@ -11,7 +11,8 @@ from harness.chain import build_chain
 from harness.config import compose_config, to_plain
 from train.batch import BatchError, gradient_accumulation
 from train.launch import all_node_envs, node_env
-from train.render import render_lf_config, with_run_settings
+from stagekit import StageLog, StageRun
+from train.stage import render
 from train.trainable import TrainableMismatch, check_flags
 
 PAPER = {  # stage: (lr, global batch, freeze vision, freeze projector, freeze language)
@@ -21,16 +22,17 @@ PAPER = {  # stage: (lr, global batch, freeze vision, freeze projector, freeze l
 }
 
 
+def render_stage(stage, out=Path("/o")):
+    """The LLaMA-Factory YAML train/stage.py would write for `stage` (its own renderer, a dry run)."""
+    job = StageRun(name=stage.name, out_dir=out, inputs={"model": Path("/m"), "data": Path("/d")},
+                   config=stage.config, log=StageLog(stage.name, Path("/dev/null"), echo=False),
+                   settings=stage.settings)
+    return render(job, tokenized_path=None, resolve_master=False).lf
+
+
 def rendered(overrides):
     cfg = to_plain(compose_config(overrides))
-    out = {}
-    for stage in build_chain(cfg):
-        if stage.kind == "train":
-            out[stage.config["name"]] = render_lf_config(
-                config=with_run_settings(stage.config, cfg["train"]["common"]), model_dir=Path("/m"),
-                dataset_dir=Path("/d"), dataset="x", output_dir=Path("/o"), tokenized_path=None,
-                deepspeed_json=Path("/ds.json"))
-    return cfg, out
+    return cfg, {s.config["name"]: render_stage(s) for s in build_chain(cfg) if s.kind == "train"}
 
 
 @pytest.mark.parametrize("stage", sorted(PAPER))
@@ -44,7 +46,7 @@ def test_caprl2m_on_4_nodes_x_8_gpus_carries_the_paper_recipe(stage, results_dir
     assert y["gradient_accumulation_steps"] == batch // (4 * 32)
     assert y["finetuning_type"] == "full" and y["template"] == "qwen2_vl"
     assert y["use_reentrant_gc"] is False and y["disable_gradient_checkpointing"] is False
-    assert y["deepspeed"] == "/ds.json" and y["bf16"] is True
+    assert y["deepspeed"] == "/o/deepspeed_zero2.json" and y["bf16"] is True
     assert y["image_max_pixels"] == cfg["pixels"]["max_pixels"]
 
 
@@ -77,20 +79,3 @@ def test_trainable_declaration_must_match_the_freeze_flags():
             "freeze_language_model": False}
     with pytest.raises(TrainableMismatch, match="trainable='projector' needs .*freeze_language_model=True"):
         check_flags(spec, "alignment")
-
-
-def test_retention_and_logging_settings_come_from_the_run_not_the_fingerprint(results_dir):
-    """Once harness/chain.py keeps only fingerprinted(common) in a stage's config, changing
-    save_total_limit or logging_steps after a crash resumes the stage; save_steps still counts."""
-    from train.render import RUN_ONLY_KEYS, fingerprinted
-
-    cfg = to_plain(compose_config(["train.common.save_total_limit=5", "train.common.logging_steps=3"]))
-    kept = fingerprinted(cfg["train"]["common"])
-    assert set(cfg["train"]["common"]) - set(kept) == set(RUN_ONLY_KEYS) and "save_steps" in kept
-    stage = next(s for s in build_chain(cfg) if s.name == "train.sft")
-    stage_config = {**stage.config, "common": fingerprinted(stage.config["common"])}
-    y = render_lf_config(config=with_run_settings(stage_config, cfg["train"]["common"]),
-                         model_dir=Path("/m"), dataset_dir=Path("/d"), dataset="x", output_dir=Path("/o"),
-                         tokenized_path=None, deepspeed_json=None)
-    assert (y["save_total_limit"], y["logging_steps"]) == (5, 3)
-    assert y["save_steps"] == cfg["train"]["common"]["save_steps"]

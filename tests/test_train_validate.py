@@ -15,7 +15,8 @@ from harness.chain import build_chain
 from harness.config import compose_config, to_plain, validate_overrides
 from harness.plan import render_plan
 from train.launch import node_env, slurm_master_addr
-from train.render import FREEZE_KEYS, render_lf_config, with_run_settings
+from tests.test_train_render import render_stage
+from train.render import FREEZE_KEYS
 from train.trainable import TRAINABLE
 from train.validate import check_recipe
 
@@ -39,9 +40,7 @@ def test_scalecap_is_one_documented_override_that_composes_validates_and_renders
     cfg = cfg_of("experiment=caprl2m", SCALECAP)
     assert check_recipe(cfg) == []
     stage = next(s for s in build_chain(cfg) if s.name == "train.further_pretrain")
-    lf = render_lf_config(config=with_run_settings(stage.config, cfg["train"]["common"]), model_dir=Path("/m"),
-                          dataset_dir=Path("/d"), dataset="x", output_dir=Path("/o"), tokenized_path=None,
-                          deepspeed_json=None)
+    lf = render_stage(stage)
     assert {k: lf[k] for k in FREEZE_KEYS} == {"freeze_vision_tower": True, "freeze_multi_modal_projector": False,
                                                "freeze_language_model": False}
     assert "trainable: projector+llm  freeze_vision_tower=True" in render_plan(cfg)

@@ -1,4 +1,4 @@
-"""Resume only from a complete checkpoint (pain point 9).
+"""Resume only from a complete checkpoint.
 
 LLaMA-Factory resumes from the highest `checkpoint-N` in its output_dir. A process killed while
 saving leaves a checkpoint folder without its trainer state or weights; resuming from it fails

@@ -2,7 +2,7 @@
 
 LLaMA-Factory's own launcher reads NNODES / NODE_RANK / NPROC_PER_NODE / MASTER_ADDR /
 MASTER_PORT and starts torchrun; every node's values are derived here from one launcher config
-(pain point 10), and `plan` prints them per node before anything runs."""
+so the nodes cannot disagree on ranks or addresses, and `plan` prints them per node before anything runs."""
 
 from __future__ import annotations
 
@@ -26,7 +26,13 @@ def slurm_master_addr() -> str:
     return out.stdout.split()[0]
 
 
+def node_rank(launcher: Mapping) -> int:
+    """This process's node in a multi-node job (0 for a single node, and for node 0)."""
+    return int(launcher.get("node_rank", 0) or 0)
+
+
 def world_size(launcher: Mapping) -> int:
+    """Processes of a job: a launcher config, or a training stage's `world_size` slice."""
     return int(launcher["nnodes"]) * int(launcher["nproc_per_node"])
 
 

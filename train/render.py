@@ -1,4 +1,4 @@
-"""Render one training stage to a complete LLaMA-Factory YAML.
+"""Render one training stage to a complete LLaMA-Factory YAML (train/stage.py `render` calls it).
 
 The YAML alone reproduces the stage by hand (`llamafactory-cli train llamafactory.yaml`): every
 value it needs is written out, nothing comes from the harness at run time.
@@ -10,41 +10,25 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from train.batch import gradient_accumulation
+from train.launch import world_size
 
 # Pass-through keys of train.common (LLaMA-Factory argument names).
 _COMMON_KEYS = ("template", "cutoff_len", "num_train_epochs", "max_steps", "lr_scheduler_type", "warmup_ratio",
                 "weight_decay", "per_device_train_batch_size", "bf16", "save_steps",
                 "save_total_limit", "logging_steps", "preprocessing_num_workers", "dataloader_num_workers")
 FREEZE_KEYS = ("freeze_vision_tower", "freeze_multi_modal_projector", "freeze_language_model")
-# Settings of train.common that change neither the trained weights nor where checkpoints are
-# (save_steps does: it is not here). Kept out of a stage's fingerprint, changing them after a
-# crash resumes the stage instead of starting it over; they are read from the run config.
-RUN_ONLY_KEYS = ("save_total_limit", "logging_steps", "preprocessing_num_workers", "dataloader_num_workers")
-
-
-def fingerprinted(common: Mapping[str, Any]) -> dict:
-    """train.common without RUN_ONLY_KEYS: what a training stage's config (and fingerprint) holds."""
-    return {k: v for k, v in common.items() if k not in RUN_ONLY_KEYS}
-
-
-def with_run_settings(stage_config: Mapping[str, Any], run_common: Mapping[str, Any]) -> dict:
-    """A training stage's config completed with this run's RUN_ONLY_KEYS (a no-op while the stage
-    config still carries them)."""
-    run_only = {k: run_common[k] for k in RUN_ONLY_KEYS if k in run_common}
-    return {**stage_config, "common": {**run_only, **stage_config["common"]}}
-
-
 def render_lf_config(*, config: Mapping[str, Any], model_dir: Path, dataset_dir: Path, dataset: str,
                      output_dir: Path, tokenized_path: Path | None, deepspeed_json: Path | None) -> dict:
     common, spec = config["common"], config["stage"]
-    world = config["world_size"]["nnodes"] * config["world_size"]["nproc_per_node"]
+    world = world_size(config["world_size"])
     yaml: dict[str, Any] = {
         # model
         "model_name_or_path": str(model_dir),
         "trust_remote_code": False,
-        "image_max_pixels": config["pixels"]["max_pixels"],   # one pixel budget (pain point 7)
+        "image_max_pixels": config["pixels"]["max_pixels"],   # the pixel budget of data_prep and evaluation
         "image_min_pixels": config["pixels"]["min_pixels"],
-        # method: full fine-tuning; the three freeze flags always explicit (pain point 1)
+        # method: full fine-tuning; the three freeze flags always explicit: LLaMA-Factory's defaults
+        # for them differ between versions, and a silently frozen or unfrozen part wastes a run
         "stage": "sft",
         "do_train": True,
         "finetuning_type": "full",
@@ -52,14 +36,14 @@ def render_lf_config(*, config: Mapping[str, Any], model_dir: Path, dataset_dir:
         # dataset
         "dataset_dir": str(dataset_dir),
         "dataset": dataset,
-        "media_dir": str(dataset_dir),   # image paths are absolute; set anyway (pain point 6)
+        "media_dir": str(dataset_dir),   # image paths are absolute; set anyway, so a relative one resolves here
         "overwrite_cache": False,
         # output
         "output_dir": str(output_dir),
         "overwrite_output_dir": False,   # lets LLaMA-Factory resume from the last checkpoint
         "plot_loss": False,
         "report_to": "none",
-        "save_only_model": False,        # resuming needs optimizer state (pain point 9)
+        "save_only_model": False,        # resuming needs the optimizer state
         # train
         "learning_rate": float(spec["learning_rate"]),
         "gradient_accumulation_steps": gradient_accumulation(
@@ -69,7 +53,7 @@ def render_lf_config(*, config: Mapping[str, Any], model_dir: Path, dataset_dir:
     }
     yaml.update({k: common[k] for k in _COMMON_KEYS})
     # LLaMA-Factory enables checkpointing itself (not through the HF Trainer flag). Reentrant
-    # checkpointing breaks with a frozen LLM ("None of the inputs have requires_grad", pain point 2).
+    # checkpointing breaks with a frozen LLM ("None of the inputs have requires_grad").
     yaml["disable_gradient_checkpointing"] = not common["gradient_checkpointing"]
     yaml["use_reentrant_gc"] = False
     if tokenized_path is not None:

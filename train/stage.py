@@ -1,10 +1,17 @@
-"""One training stage (alignment, further pretraining or SFT) as a harness stage.
+"""The `train` stage kind: alignment, further pretraining (the caption source under test; not
+for vanilla) and SFT, each through LLaMA-Factory.
 
     input model folder + prepared dataset -> llamafactory.yaml -> `llamafactory-cli train`
     -> <stage>/model, a complete model folder (weights, config, tokenizer, processor, template)
 
-A killed stage is resumed from its last complete checkpoint by LLaMA-Factory itself
-(overwrite_output_dir is false); incomplete checkpoints are set aside first."""
+What decides a stage's weights: its recipe slice (data, LR, global batch, what trains), the
+common training settings except RUN_ONLY_KEYS, DeepSpeed, the world size (not addresses or
+ranks), pixels and seed. Run-only: logging and retention settings and the launcher's addresses
+and ranks, so changing them after a crash resumes the stage instead of restarting a multi-day run.
+
+A killed stage resumes from its last complete checkpoint (LLaMA-Factory itself, with
+overwrite_output_dir false); incomplete checkpoints are set aside first. `render` is the one
+place the stage's files and command are made: `run` writes and launches them, `plan` prints them."""
 
 from __future__ import annotations
 
@@ -13,34 +20,111 @@ import json
 import os
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
-from harness.proc import run_logged
-from harness.runner import node_rank
+from data_prep.stage import has_data
+from stagekit import StageRun, run_logged
 from train import checkpoints, trainable
-from train.deepspeed_config import write_deepspeed_json
-from train.launch import node_env, train_command
-from train.render import render_lf_config, with_run_settings
-from train.tokenized import TokenizedCache, cache_key
+from train.launch import node_env, node_rank, train_command
+from train.render import render_lf_config
 
-# Files that make a model folder loadable by lmms-eval and the next stage (pain point 11).
+KIND = "train"
+VERSION = 1
+STAGES = ("alignment", "further_pretrain", "sft")
+# Settings of train.common that change neither the trained weights nor where checkpoints are
+# (save_steps does: it is not here).
+RUN_ONLY_KEYS = ("save_total_limit", "logging_steps", "preprocessing_num_workers", "dataloader_num_workers")
+# Files that make a model folder loadable by lmms-eval and the next stage: LLaMA-Factory does not
+# always save all of them, and a folder without its processor cannot be evaluated.
 PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json", "tokenizer.json",
                    "tokenizer_config.json", "chat_template.jinja", "chat_template.json", "processor_config.json",
                    "special_tokens_map.json", "generation_config.json")
 
 
-def dataset_name(data_dir: Path) -> str:
-    names = list(json.loads((data_dir / "dataset_info.json").read_text()))
-    if len(names) != 1:
-        raise ValueError(f"{data_dir / 'dataset_info.json'}: expected one dataset, found {names}")
-    return names[0]
+# ---------------------------------------------------------------- the stages of a run
+
+def runs_stage(cfg: Mapping, name: str) -> bool:
+    """Further pretraining exists only when there is a caption source (not for vanilla)."""
+    return name != "further_pretrain" or has_data(cfg["captions"])
 
 
-def tokenized_cache(store_root: Path, data_dir: Path, model_dir: Path, config: dict) -> Path:
+def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
+    out, prev = [], "init_vlm"
+    common, launcher = cfg["train"]["common"], cfg["launcher"]
+    for name in STAGES:
+        if not runs_stage(cfg, name):
+            continue
+        spec = dict(cfg["train"]["stages"][name])
+        config = {
+            "name": name,
+            "stage": spec,
+            "common": {k: v for k, v in common.items() if k not in RUN_ONLY_KEYS},
+            "deepspeed": cfg["deepspeed"],
+            "world_size": {"nnodes": int(launcher["nnodes"]), "nproc_per_node": int(launcher["nproc_per_node"])},
+            "pixels": dict(cfg["pixels"]),
+            "seed": cfg["seed"],
+        }
+        settings = {"common": {k: common[k] for k in RUN_ONLY_KEYS if k in common}, "launcher": dict(launcher),
+                    "dataset": cfg[spec["data"]]["name"]}
+        out.append({"name": f"train.{name}", "config": config, "settings": settings, "resumable": True,
+                    "inputs": {"model": prev, "data": f"data_prep.{spec['data']}"},
+                    "summary": f"{cfg[spec['data']]['label']}, trains {spec['trainable']}, "
+                               f"lr {spec['learning_rate']:g}, global batch {spec['global_batch_size']}"})
+        prev = f"train.{name}"
+    return out
+
+
+def problems(cfg: Mapping) -> list[str]:
+    from train.validate import check_recipe
+
+    return check_recipe(cfg)
+
+
+# ---------------------------------------------------------------- render (run and plan)
+
+@dataclass
+class Rendered:
+    lf: dict                     # the LLaMA-Factory YAML
+    yaml_path: Path
+    deepspeed_json: Path | None
+    deepspeed: dict | None       # its content
+    env: dict[str, str]          # this node's launch environment
+    argv: list[str]
+
+
+def render(job: StageRun, *, tokenized_path: Path | None, resolve_master: bool = True) -> Rendered:
+    """The stage's files and command, computed, not written. resolve_master=False (plan, outside
+    SLURM) leaves master_addr=auto as the shell expression the node evaluates."""
+    cfg, out = job.config, job.out_dir
+    config = {**cfg, "common": {**job.settings.get("common", {}), **cfg["common"]}}
+    ds = cfg["deepspeed"]
+    ds_json = out / f"deepspeed_{ds['name']}.json" if ds.get("config") is not None else None
+    lf = render_lf_config(config=config, model_dir=job.inputs["model"] / "model", dataset_dir=job.inputs["data"],
+                          dataset=job.settings["dataset"], output_dir=out / "model", tokenized_path=tokenized_path,
+                          deepspeed_json=ds_json)
+    env = node_env(job.settings["launcher"], deepspeed=ds_json is not None, resolve=resolve_master)
+    yaml_path = out / "llamafactory.yaml"
+    return Rendered(lf, yaml_path, ds_json, ds.get("config"), env, train_command(yaml_path))
+
+
+def write_stage_files(r: Rendered) -> None:
+    import yaml
+
+    if r.deepspeed_json is not None:
+        r.deepspeed_json.write_text(json.dumps(r.deepspeed, indent=2) + "\n")
+    r.yaml_path.write_text(yaml.safe_dump(r.lf, sort_keys=False))
+
+
+# ---------------------------------------------------------------- run
+
+def tokenized_cache(cache_dir: Path, data_fingerprint: str, model_dir: Path, config: Mapping) -> Path:
     """The shared tokenized dataset of this data, model processor and settings (train/tokenized.py)."""
-    data_fp = json.loads((data_dir / ".done.json").read_text())["fingerprint"]
+    from train.tokenized import cache_key
+
     processor = {name: (model_dir / name).read_bytes() for name in PROCESSOR_FILES if (model_dir / name).exists()}
-    return store_root / "tokenized" / cache_key(data_fp, config, processor)
+    return cache_dir / cache_key(data_fingerprint, config, processor)
 
 
 def tool_env(extra: dict[str, str]) -> dict[str, str]:
@@ -49,57 +133,46 @@ def tool_env(extra: dict[str, str]) -> dict[str, str]:
     return {"PATH": bin_dir + os.pathsep + os.environ.get("PATH", ""), **extra}
 
 
-def write_stage_files(ctx) -> tuple[Path, dict, dict]:
-    """Render DeepSpeed JSON + LLaMA-Factory YAML into the stage folder; return (yaml, cfg, env)."""
-    cfg, out = with_run_settings(ctx.config, ctx.run_cfg.get("train", {}).get("common", {})), ctx.out_dir
-    model_dir, data_dir = ctx.inputs["model"] / "model", ctx.inputs["data"]
+def run(job: StageRun) -> dict:
+    from train.tokenized import TokenizedCache
+
+    cfg = job.config
     trainable.check_flags(cfg["stage"], cfg["name"])
-    ds_json = write_deepspeed_json(cfg["deepspeed"], out)
-    tok = tokenized_cache(out.parent.parent, data_dir, model_dir, cfg)
-    lf = render_lf_config(config=cfg, model_dir=model_dir, dataset_dir=data_dir, dataset=dataset_name(data_dir),
-                          output_dir=out / "model", tokenized_path=tok, deepspeed_json=ds_json)
-    yaml_path = out / "llamafactory.yaml"
-    import yaml as pyyaml
-
-    yaml_path.write_text(pyyaml.safe_dump(lf, sort_keys=False))
-    env = node_env(ctx.run_cfg["launcher"], deepspeed=ds_json is not None)
-    return yaml_path, lf, env
-
-
-def run(ctx) -> dict:
-    cfg = ctx.config
-    yaml_path, lf, env = write_stage_files(ctx)
-    out_model, model_dir = Path(lf["output_dir"]), Path(lf["model_name_or_path"])
+    model_dir = job.inputs["model"] / "model"
+    tok = tokenized_cache(job.cache_dir, job.input_fingerprints["data"], model_dir, cfg)
+    rendered = render(job, tokenized_path=tok)
+    write_stage_files(rendered)
+    out_model = job.out_dir / "model"
     out_model.mkdir(exist_ok=True)
     # Node rank > 0 trains too, but the shared folders (checkpoints, tokenized cache, model files)
     # are node 0's to change.
-    lead = node_rank(ctx.run_cfg) == 0
+    lead = node_rank(job.settings["launcher"]) == 0
     if lead:
-        checkpoints.set_aside_incomplete(out_model, log=ctx.log)
+        checkpoints.set_aside_incomplete(out_model, log=job.log)
     resume = checkpoints.last_complete(out_model)
-    ctx.log(f"resuming from {resume.name}" if resume else "starting from step 0")
+    job.log(f"resuming from {resume.name}" if resume else "starting from step 0")
     count = trainable.CountCheck(trainable.expected_trainable(model_dir, cfg["stage"]), cfg["name"],
                                  cfg["stage"]["trainable"])
-    cache = TokenizedCache(Path(lf["tokenized_path"]), ctx.log) if lead else None
+    cache = TokenizedCache(tok, job.log) if lead else None
     with cache or contextlib.nullcontext():
         def on_line(line: str) -> None:
             count.on_line(line)
             if cache:
                 cache.on_line(line)
 
-        run_logged(train_command(yaml_path), env=tool_env(env), log_path=ctx.log_path, on_line=on_line)
+        run_logged(rendered.argv, env=tool_env(rendered.env), log_path=job.log.path, on_line=on_line,
+                   echo=job.log.echo)
         if cache:
             cache.mark_complete()   # in case the "saved" line was not logged (LLAMAFACTORY_VERBOSITY)
     count.finish()
     if lead:
-        copy_processor_files(model_dir, out_model, ctx.log)
+        copy_processor_files(model_dir, out_model, job.log)
     return {"trainable_params": count.expected, "resumed_from": resume.name if resume else None,
             **train_metrics(out_model)}
 
 
 def copy_processor_files(src: Path, dst: Path, log) -> None:
-    """LLaMA-Factory saves tokenizer and processor; copy any that are missing so the folder is
-    always complete for lmms-eval and the next stage."""
+    """Copy any processor file LLaMA-Factory did not save, so the folder is always complete."""
     for name in PROCESSOR_FILES:
         if (src / name).exists() and not (dst / name).exists():
             shutil.copy2(src / name, dst / name)

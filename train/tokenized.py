@@ -1,4 +1,4 @@
-"""Tokenize once (pain point 8): LLaMA-Factory's `tokenized_path`, shared by every stage and
+"""Tokenize once: LLaMA-Factory's `tokenized_path`, shared by every stage and
 sweep job whose tokenization would come out the same.
 
 LLaMA-Factory 0.9.5 (data/loader.py get_dataset) loads the cache whenever its folder is
@@ -21,7 +21,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Mapping
 
-from harness.store import Store
+from stagekit import file_lock
 
 COMPLETE = ".complete"
 SAVED = "Tokenized dataset is saved at"
@@ -60,7 +60,7 @@ class TokenizedCache:
 
     def __enter__(self) -> TokenizedCache:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock.enter_context(Store(self.path.parent).lock(self.path, log=self.log))
+        self._lock.enter_context(file_lock(self.path, log=self.log))
         if self.is_complete():
             self.log(f"reusing tokenized dataset {self.path}")
             self._lock.close()   # LLaMA-Factory only reads it: nothing to guard

@@ -1,5 +1,6 @@
 """What a stage should train, counted from the model's safetensors headers (no torch, no load),
-and checked against the count LLaMA-Factory reports when it starts (pain point 1).
+and checked against the count LLaMA-Factory reports when it starts: a wrong freeze flag would
+otherwise train the wrong parts for days without a sign.
 
 Module groups follow LLaMA-Factory's own qwen2_5_vl definition (model/model_utils/visual.py):
 projector = visual.merger; vision = the rest of visual; language = everything else."""

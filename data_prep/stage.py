@@ -1,0 +1,64 @@
+"""The `data_prep` stage kind: one stage per data role (alignment data, the caption source under
+test, SFT data) turning a source into a validated LLaMA-Factory dataset.
+
+What decides the output: the source (minus its run-only keys), the pixel budget and the training
+cutoff (rows too long after the pixel resize are dropped or truncated), and the model's tokenizer
+(the `model` input). Run-only: `workers` (any count writes the same bytes), `expected_rows` (what
+`plan` estimates before the data exists) and `hub` (where `prefetch` downloads from), so changing
+them redoes nothing."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from stagekit import StageRun
+
+KIND = "data_prep"
+VERSION = 2
+ROLES = ("align_data", "captions", "sft_data")
+RUN_ONLY = ("workers", "expected_rows", "hub")
+
+
+def has_data(source: Mapping) -> bool:
+    """`vanilla` (the paper's Table 1 baseline) has no caption data: reader null."""
+    return source.get("reader") is not None
+
+
+def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
+    out = []
+    for role in ROLES:
+        source = cfg[role]
+        if not has_data(source):
+            continue
+        config = {"source": {k: v for k, v in source.items() if k not in RUN_ONLY},
+                  "pixels": dict(cfg["pixels"]),
+                  "cutoff_len": cfg["train"]["common"]["cutoff_len"]}
+        out.append({"name": f"data_prep.{role}", "config": config, "inputs": {"model": "init_vlm"},
+                    "settings": {"workers": source.get("workers")},
+                    "summary": f"{source['label']} ({source['reader']}) -> LLaMA-Factory sharegpt shards"})
+    return out
+
+
+def problems(cfg: Mapping) -> list[str]:
+    from data_prep.errors import DataPrepError
+    from data_prep.source import parse_source
+
+    out = []
+    for role in ROLES:
+        if has_data(cfg[role]):
+            try:
+                parse_source(cfg[role])
+            except DataPrepError as exc:
+                out.append(f"{role}: {exc}")
+    return out
+
+
+def run(job: StageRun) -> dict:
+    from data_prep import prepare_dataset
+
+    c = job.config
+    manifest = prepare_dataset(c["source"], job.out_dir, dataset_name=c["source"]["name"], pixels=c["pixels"],
+                               cutoff_len=c["cutoff_len"], tokenizer_dir=job.inputs["model"] / "model",
+                               seed=c["source"].get("seed", 0), workers=job.settings.get("workers"), log=job.log)
+    keys = ("rows_read", "rows_kept", "rejected", "total_text_tokens", "total_visual_tokens")
+    return {k: manifest.get(k) for k in keys}

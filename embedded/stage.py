@@ -1,0 +1,29 @@
+"""The `world` stage kind: builds the embedded offline world that `world://` paths point into.
+Its whole config decides its output; it reads no other stage."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from stagekit import StageRun, unknown_keys
+
+KIND = "world"
+VERSION = 1   # bump when the code changes what it writes: old outputs stop matching
+KEYS = ("enabled", "n_train", "n_bench", "seed", "vocab_size", "vit_text_hidden", "llm_hidden", "llm_layers")
+
+
+def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
+    if not cfg["world"]["enabled"]:
+        return []
+    return [{"name": "world", "config": dict(cfg["world"]), "summary": "build the embedded offline world"}]
+
+
+def problems(cfg: Mapping) -> list[str]:
+    world = cfg["world"]
+    return unknown_keys("world", world, ("enabled",) if not world.get("enabled") else KEYS)
+
+
+def run(job: StageRun) -> dict:
+    from embedded.world import build_world
+
+    return build_world(job.out_dir, job.config, log=job.log)

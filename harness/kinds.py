@@ -1,0 +1,23 @@
+"""The stage kinds, in the order the chain runs them. Each is one module of its own package that
+owns its slice of the run config:
+
+    KIND, VERSION                   its name; bump VERSION when its code changes what it writes
+    stages(cfg, upstream) -> [..]   its stages in this run: name, config (what decides the output,
+                                    fingerprinted), settings (run-only), inputs, resumable, summary
+    problems(cfg) -> [str]          (optional) what in the run config it cannot run, key named
+    run(StageRun) -> dict           does the work in explicit folders (stagekit.StageRun)
+
+Adding a stage kind: one module, one config group, one line here. Importing these modules loads
+nothing heavy (no torch): `plan` and validation import them all."""
+
+from __future__ import annotations
+
+from data_prep import stage as data_prep
+from embedded import stage as world
+from evaluation import stage as evaluate
+from init_vlm import stage as init_vlm
+from report import stage as report
+from train import stage as train
+
+CHAIN_ORDER = (world, init_vlm, data_prep, train, evaluate, report)
+KINDS = {k.KIND: k for k in CHAIN_ORDER}

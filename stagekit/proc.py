@@ -1,0 +1,115 @@
+"""The one way a stage runs an external tool (LLaMA-Factory, lmms-eval, torchrun, a server):
+in its own process, on files written to disk, its output appended to the stage log.
+
+Guarantees every stage gets alike: the tool dies with the harness (even on SIGKILL), so a re-run
+never races an orphan writing into the folder it is about to clear; any exception while reading
+its output (a failed line check, Ctrl-C) terminates the tool's process tree; the log is appended,
+never truncated, so a resumed stage keeps the story of its earlier attempts; secrets are masked
+by one rule, in the command line shown and in every output line."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+# A variable is secret when one of these words is a whole `_`-separated part of its name:
+# OPENAI_API_KEY, HF_TOKEN, AWS_BEARER_TOKEN_BEDROCK, DB_PASSWORD; not TOKENIZERS_PARALLELISM.
+_SECRET_WORD = re.compile(r"(^|_)(KEY|TOKEN|SECRET|PASSWORD)(_|$)")
+_MIN_SECRET_LEN = 6          # shorter values ("1", "true") would mask ordinary words
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def is_secret(name: str) -> bool:
+    return bool(_SECRET_WORD.search(name.upper()))
+
+
+def redact(name: str, value: str) -> str:
+    return "***" if is_secret(name) else str(value)
+
+
+def secret_values(env: Mapping[str, str]) -> list[str]:
+    return sorted({v for k, v in env.items() if is_secret(k) and len(v) >= _MIN_SECRET_LEN}, key=len, reverse=True)
+
+
+def mask(line: str, secrets: Sequence[str]) -> str:
+    for s in secrets:
+        line = line.replace(s, "***")
+    return line
+
+
+def shell_line(argv: Sequence[str], env: Mapping[str, str] | None = None) -> str:
+    """The command as a user would type it, env first; secrets are never printed."""
+    env_part = " ".join(f"{k}={shlex.quote(redact(k, v))}" for k, v in (env or {}).items())
+    return (env_part + " " if env_part else "") + shlex.join(argv)
+
+
+class CommandFailed(RuntimeError):
+    pass
+
+
+@dataclass
+class Finished:
+    returncode: int
+    tail: list[str]          # the last output lines, secrets masked, progress bars at their last state
+
+
+def run_logged(argv: Sequence[str], *, env: Mapping[str, str] | None = None, log_path: Path,
+               cwd: Path | None = None, echo: bool = True, tail_lines: int = 40,
+               on_line: Callable[[str], None] | None = None, check: bool = True) -> Finished:
+    """Run argv; append its stdout+stderr to log_path; with check, raise CommandFailed (with the
+    log tail) on a non-zero exit. on_line sees every output line; if it raises, the tool is
+    stopped and the exception propagates (how a wrong trainable-parameter count stops training)."""
+    full_env = {**os.environ, **(env or {})}
+    secrets = secret_values(full_env)
+    tail: list[str] = []
+    with open(log_path, "a") as log:
+        log.write(f"\n$ {shell_line(argv, env)}\n")
+        log.flush()
+        proc = subprocess.Popen(list(argv), env=full_env, cwd=cwd, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
+                                preexec_fn=_die_with_parent)
+        assert proc.stdout is not None
+        try:
+            for raw in proc.stdout:
+                line = mask(_ANSI.sub("", raw), secrets)
+                log.write(line)
+                if echo:
+                    sys.stdout.write(line)
+                tail = (tail + [line.rstrip("\n").split("\r")[-1]])[-tail_lines:]
+                if on_line is not None:
+                    on_line(line)
+        except BaseException:
+            _stop(proc)
+            raise
+        code = proc.wait()
+    if check and code != 0:
+        raise CommandFailed(f"{argv[0]} exited with {code} (log: {log_path}); last lines:\n" + "\n".join(tail))
+    return Finished(code, tail)
+
+
+def _die_with_parent() -> None:
+    """If the harness is killed (even SIGKILL), the tool it launched gets SIGKILL too (Linux prctl)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """SIGTERM (torchrun forwards it to its workers); SIGKILL if it does not stop within 30 s.
+    The tool stays in the harness's process group, so killing that group kills it all."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
