@@ -54,7 +54,9 @@ DEFAULT_PROMPTS = (
     "What is in this image? Describe it thoroughly, including objects, text, layout and colors.",
 )
 
-_DEFAULTS = dict(label=None, image_root=None, field_map={}, path_prefix=None, match_key="path",
+# The one place a source's optional keys get their defaults: parse_source fills them, and the
+# harness gives every source YAML this as its base config, so a YAML holds only what differs.
+SOURCE_DEFAULTS = dict(label=None, image_root=None, field_map={}, path_prefix=None, match_key="path",
                  match_strip_prefix=None, subset_size=None, seed=None, prompts=None, over_cutoff="drop",
                  min_kept_fraction=0.9, check_images=True, full_decode=False, min_image_side=8,
                  max_image_pixels=178956970, image_paths="absolute", rows_per_shard=100_000, workers=None)
@@ -112,13 +114,13 @@ def parse_source(source: Mapping) -> SourceSpec:
     for key in ("name", "reader", "paths"):
         if src.get(key) in (None, "", []):
             raise DataPrepError(f"source {src.get('name')!r}: key {key!r} is required")
-    known = {"name", "reader", "paths", *_DEFAULTS, *_IGNORED}
+    known = {"name", "reader", "paths", *SOURCE_DEFAULTS, *_IGNORED}
     unknown = sorted(set(src) - known)
     if unknown:
         raise DataPrepError(f"source {src['name']!r}: unknown keys {unknown}; allowed: {sorted(known)}")
     if src["reader"] not in READERS:
         raise DataPrepError(f"source {src['name']!r}: reader {src['reader']!r} is not one of {sorted(READERS)}")
-    values = {**_DEFAULTS, **{k: v for k, v in src.items() if k not in _IGNORED}}
+    values = {**SOURCE_DEFAULTS, **{k: v for k, v in src.items() if k not in _IGNORED}}
     for key, allowed in _CHOICES.items():
         if values[key] not in allowed:
             raise DataPrepError(f"source {src['name']!r}: {key}={values[key]!r}, expected one of {allowed}")

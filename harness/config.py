@@ -28,6 +28,24 @@ class BadOverride(ValueError):
     pass
 
 
+def register_defaults() -> None:
+    """Defaults that live in Python, offered to the YAMLs as base configs so no value is written
+    twice: a source's optional keys (every source YAML: `- /source_defaults@_here_`), lmms-eval
+    settings (`- /eval_defaults@_here_`) and what each `trainable` value freezes (the training
+    recipe's `freezes`, `- /trainable_freezes@freezes`)."""
+    from hydra.core.config_store import ConfigStore
+
+    from data_prep.source import SOURCE_DEFAULTS
+    from evaluation.command import EVAL_DEFAULTS
+    from train.trainable import TRAINABLE
+
+    store = ConfigStore.instance()
+    store.store(name="source_defaults", node=dict(SOURCE_DEFAULTS))
+    store.store(name="eval_defaults", node=dict(EVAL_DEFAULTS))
+    parts = ("vision_tower", "multi_modal_projector", "language_model")
+    store.store(name="trainable_freezes", node={k: dict(zip(parts, v)) for k, v in TRAINABLE.items()})
+
+
 def hydra_app():
     """Hydra's application object over configs/hydra. This is what `@hydra.main` builds
     internally; building it here lets run, plan and the checks share one composition and get
@@ -37,6 +55,7 @@ def hydra_app():
     from hydra.core.global_hydra import GlobalHydra
 
     GlobalHydra.instance().clear()
+    register_defaults()
     return Hydra.create_main_hydra2(task_name="harness", config_search_path=create_config_search_path(str(CONFIG_DIR)))
 
 
