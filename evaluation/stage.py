@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from datetime import datetime, timezone
@@ -12,7 +13,7 @@ from typing import Mapping
 
 from evaluation.benchmarks import EvaluationError, missing_datasets, split_judge, task_entries
 from evaluation.command import build_command, eval_settings, model_args
-from stagekit import StageRun, run_label, run_logged, unknown_keys
+from stagekit import StageRun, run_identity, run_label, run_logged, unknown_keys
 
 TASK_TEMPLATES = Path(__file__).parent / "lmms_tasks"
 RECORD_KEYS = ("run", "backbone", "caption_source", "benchmark", "task", "metric", "value", "n", "status",
@@ -171,7 +172,8 @@ def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
     trained = [s["name"] for s in upstream if s["kind"] in ("train", "init_vlm")][-1]
     names = ", ".join(t["benchmark"] for t in cfg["benchmarks"]["tasks"])
     common = {"benchmarks": dict(cfg["benchmarks"]), "eval": _settings(cfg), "pixels": dict(cfg["pixels"])}
-    out = [{"name": "evaluate", "inputs": {"model": trained}, "summary": f"lmms-eval: {names}",
+    settings = {"tracker": dict(cfg.get("tracker") or {"name": "none"}), "identity": run_identity(cfg)}
+    out = [{"name": "evaluate", "inputs": {"model": trained}, "summary": f"lmms-eval: {names}", "settings": settings,
             "config": {**common, "meta": {"run": run_label(cfg), "backbone": cfg["backbone"]["label"],
                                           "caption_source": cfg["captions"]["label"]}}}]
     ref = cfg["eval"].get("reference_model")
@@ -203,4 +205,25 @@ def run(job: StageRun) -> dict:
     results = run_evaluation(model, job.out_dir, benchmarks=c["benchmarks"], pixels=c["pixels"], eval_cfg=c["eval"],
                              meta=c["meta"], log=job.log, echo=job.log.echo)
     records = [json.loads(line) for line in Path(results).read_text().splitlines() if line.strip()]
-    return {"scores": {r["benchmark"]: r["value"] for r in records}}
+    scores = {r["benchmark"]: r["value"] for r in records}
+    if job.settings.get("tracker") and "model" not in c:   # the trained model's run, not the reference
+        import tracking
+
+        tracking.log_scores(job.settings["tracker"], job.settings["identity"], scores, log=job.log)
+    return {"scores": scores}
+
+
+_TQDM = re.compile(r"(\d+)/(\d+) \[")
+
+
+def progress(out_dir: Path, config: Mapping) -> dict | None:
+    """Questions answered so far, from the progress bar lmms-eval writes to its log."""
+    try:
+        tail = (Path(out_dir) / "lmms_eval.log").read_text(errors="replace")[-4000:]
+    except FileNotFoundError:
+        return None
+    found = _TQDM.findall(tail.replace("\r", "\n"))
+    if not found:
+        return None
+    done, total = map(int, found[-1])
+    return {"step": done, "total": total, "text": f"{done}/{total} requests answered"}

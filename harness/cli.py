@@ -15,7 +15,10 @@ from typing import Sequence
 USAGE = """usage: python -m harness COMMAND [hydra overrides]
 
 commands:
-  run [-m] [key=value ...]   run the stage chain (-m: Hydra multirun sweep over a,b,c values)
+  run [-m] [-v] [key=value ...]
+                             run the stage chain (-m: Hydra multirun sweep over a,b,c values;
+                             -v: stream every tool's output, not only the chain's progress)
+  status [RUN_OR_SWEEP_DIR]  what is done, running (progress, ETA), interrupted or failed
   plan [key=value ...]       print the stage chain, each stage's state, outputs and exact commands
   report PATH... [--paper CSV] [--out DIR]
                              build the ablation table (Markdown, CSV, LaTeX, plots) from run/sweep folders
@@ -32,7 +35,7 @@ examples:
 
 
 COMMAND_HELP = {
-    "run": """usage: python -m harness run [-m] [key=value ...]
+    "run": """usage: python -m harness run [-m] [-v] [key=value ...]
 
 Run the stage chain of one job (or, with -m, of every job of a Hydra sweep over a,b,c values).
 Stages already done with the same fingerprint are skipped; a killed run resumes where it stopped.
@@ -43,6 +46,8 @@ Stages already done with the same fingerprint are skipped; a killed run resumes 
   force=[stage,...]      redo these stages (a stage name such as train.sft, or a kind such as
                          train) and everything that reads them, even though they are done
   until=stage            stop after this stage, e.g. until=data_prep.captions
+  -v, --verbose          stream stage messages and every tool's output (LLaMA-Factory, lmms-eval)
+                         to the terminal; without it they go only to logs/<stage>.log
   -m                     multirun: one job per combination of comma-separated values; shared
                          stages run once; failures do not stop the other jobs; a summary and
                          the ablation report come at the end
@@ -94,6 +99,10 @@ def main(argv: Sequence[str]) -> int:
         from report.cli import main as report_main
 
         return report_main(rest)
+    if command == "status":
+        from harness.watch import main as status_main
+
+        return status_main(rest)
     if command not in ("run", "plan", "prefetch"):
         print(f"unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
@@ -103,7 +112,13 @@ def main(argv: Sequence[str]) -> int:
     from harness.config import BadOverride, job_overrides, validate_overrides
 
     multirun = any(a in ("-m", "--multirun") for a in rest)
-    overrides = [a for a in rest if a not in ("-m", "--multirun")]
+    if any(a in ("-v", "--verbose") for a in rest):
+        import os
+
+        from harness.job import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
+    overrides = [a for a in rest if a not in ("-m", "--multirun", "-v", "--verbose")]
     try:
         configs = validate_overrides(overrides)   # every job of a sweep, before any work
     except BadOverride as exc:

@@ -16,9 +16,13 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from harness.config import CONFIG_NAME, hydra_app, to_plain
+from harness.config import CONFIG_NAME, env_flag, hydra_app, to_plain
+from harness.console import Console
 from harness.runner import STARTED_ENV
 from harness.validate import force_list
+
+# -v/--verbose: the CLI sets it; every job (a SLURM job too) inherits it from the environment.
+VERBOSE_ENV = "CAPRL_VERBOSE"
 
 
 def run_job(cfg: DictConfig) -> dict:
@@ -31,23 +35,41 @@ def run_job(cfg: DictConfig) -> dict:
 
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     plain = to_plain(cfg)
+    # The job's identity for trackers and status (run-only: no stage fingerprints it): its folder's
+    # name, grouped by the folder that holds it (one sweep, or the experiment's single runs).
+    results = Path(plain["paths"]["results_dir"])
+    group = run_dir.parent.relative_to(results) if run_dir.parent.is_relative_to(results) else run_dir.parent.name
+    plain["job"] = {"name": run_dir.name, "group": str(group)}
     rank = node_rank(plain["launcher"])
     config_name = "config.yaml" if rank == 0 else f"config.node{rank}.yaml"   # node 0's copy stays
     (run_dir / config_name).write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
-    runner = Runner(Store(Path(plain["paths"]["store_dir"])), run_dir, node_rank=rank)
+    verbose = env_flag(VERBOSE_ENV)
     label = run_label(plain)
     chain = None
     try:
         chain = build_chain(plain)
-        status = runner.run(chain, run_label=label, force=force_list(plain["force"]))
+        with Console(label, [s.name for s in chain], verbose=verbose) as console:
+            runner = Runner(Store(Path(plain["paths"]["store_dir"])), run_dir, node_rank=rank, echo=verbose,
+                            console=console)
+            status = runner.run(chain, run_label=label, force=force_list(plain["force"]))
+            _show_table(console, status.data)
     except Exception as exc:  # noqa: BLE001 - in a sweep, one job's failure must not stop the others
         reason = str(exc) if isinstance(exc, StageFailed) else f"{type(exc).__name__}: {exc}"
         if chain is None:  # failed before the runner kept a status: status.json must still say so
             RunStatus(run_dir, label, []).finish("failed", error=reason)
-        print(f"[harness] {label} FAILED: {reason}\n[harness] logs: {run_dir / 'logs'}", file=sys.stderr, flush=True)
+        print(f"[harness] {label} FAILED: {reason.splitlines()[0]}\n[harness] logs: {run_dir / 'logs'}",
+              file=sys.stderr, flush=True)
         return {"state": "failed", "error": reason, "run": label, "run_dir": str(run_dir)}
     print(f"[harness] {label} done: {run_dir}", flush=True)
     return {**status.data, "run_dir": str(run_dir)}
+
+
+def _show_table(console, status: dict) -> None:
+    """The run's results table (the report stage's table.md), the one thing the user came for."""
+    report = status["stages"].get("report", {}).get("dir")
+    table = Path(report) / "table.md" if report else None
+    if table is not None and table.exists():
+        console.message(table.read_text().rstrip())
 
 
 def launch(overrides: list[str], multirun: bool) -> int:

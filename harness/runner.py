@@ -66,12 +66,14 @@ def _link(run_dir: Path, name: str, target: Path) -> None:
 
 class Runner:
     def __init__(self, store: Store, run_dir: Path, steps: Mapping[str, Callable[[StageRun], Any]] | None = None,
-                 node_rank: int = 0, poll_seconds: float = 10.0, started: float | None = None, echo: bool = True):
+                 node_rank: int = 0, poll_seconds: float = 10.0, started: float | None = None, echo: bool = True,
+                 console=None):
         from harness.kinds import KINDS
 
         self.store, self.run_dir = store, Path(run_dir)
         self.steps = steps if steps is not None else {kind: module.run for kind, module in KINDS.items()}
-        self.echo = echo
+        self.echo = echo              # stream stage messages and tool output to stdout (-v)
+        self.console = console        # harness/console.py: states and progress for the terminal
         # Multi-node: every node runs the same job; only node 0 computes and marks stages done.
         # The others join training (their torchrun ranks) and otherwise wait for node 0.
         rank = node_rank
@@ -120,15 +122,29 @@ class Runner:
         if self.follower:
             return self._follow(stage, ctx, fp, status, self.why_redo(stage, fps, dirs, forced))
         if self.why_redo(stage, fps, dirs, forced) is None:
-            ctx.log(f"done already ({folder}), skipped")
-            status.stage(stage.name, "skipped", dir=str(folder), fingerprint=fp)
-            return
+            return self._skip(stage, ctx, fp, status)
         with self.store.lock(folder, log=ctx.log):
             reason = self.why_redo(stage, fps, dirs, forced)  # another job may have finished it meanwhile
             if reason is None:
-                status.stage(stage.name, "skipped", dir=str(folder), fingerprint=fp)
-                return
+                return self._skip(stage, ctx, fp, status)
             self._execute(stage, ctx, fp, status, reason)
+
+    def _skip(self, stage: Stage, ctx: StageRun, fp: str, status: RunStatus, note: str = "done already") -> None:
+        ctx.log(f"{note} ({ctx.out_dir}), skipped")
+        status.stage(stage.name, "skipped", dir=str(ctx.out_dir), fingerprint=fp)
+        self._tell("finished", stage.name, "skipped", note=note)
+
+    def _tell(self, event: str, *args, **kw) -> None:
+        if self.console is not None:
+            getattr(self.console, event)(*args, **kw)
+
+    @staticmethod
+    def _watcher(stage: Stage, ctx: StageRun):
+        """The kind's progress reader for this stage's folder, if the kind has one."""
+        from harness.kinds import KINDS
+
+        read = getattr(KINDS.get(stage.kind), "progress", None)
+        return (lambda: read(ctx.out_dir, ctx.config)) if read else None
 
     def _follow(self, stage: Stage, ctx: StageRun, fp: str, status: RunStatus, reason: str | None) -> None:
         """Node rank > 0: take part in training, wait for node 0 to finish everything else."""
@@ -137,12 +153,14 @@ class Runner:
         if stage.kind == "train" and reason is not None:
             ctx.log(f"joining training as a follower node ({reason})")
             status.stage(stage.name, "running", dir=str(folder), fingerprint=fp, started=now())
+            self._tell("started", stage.name, note="follower node", watch=self._watcher(stage, ctx))
             folder.mkdir(parents=True, exist_ok=True)
             self.steps[stage.kind](ctx)
         # Wait for node 0's mark; when the stage is being redone, for a mark newer than the old one.
         while (done := self.store.finished_at(folder, fp)) is None or (reason is not None and done == before):
             time.sleep(self.poll_seconds)
         status.stage(stage.name, "skipped", dir=str(folder), fingerprint=fp, note="done by node 0")
+        self._tell("finished", stage.name, "skipped", note="done by node 0")
 
     def _execute(self, stage: Stage, ctx: StageRun, fp: str, status: RunStatus, reason: str) -> None:
         folder = ctx.out_dir
@@ -156,12 +174,15 @@ class Runner:
         t0 = time.time()
         ctx.log(f"running ({'' if reason == 'not done' else reason + ', '}output: {folder})")
         status.stage(stage.name, "running", dir=str(folder), fingerprint=fp, started=now())
+        self._tell("started", stage.name, note="" if reason == "not done" else reason, watch=self._watcher(stage, ctx))
         try:
             info = self.steps[stage.kind](ctx) or {}
         except BaseException as exc:  # noqa: BLE001 - record, then re-raise
             with open(ctx.log.path, "a") as fh:
                 traceback.print_exc(file=fh)
-            status.stage(stage.name, "failed", error=f"{type(exc).__name__}: {exc}", seconds=round(time.time() - t0, 1))
+            seconds = round(time.time() - t0, 1)
+            status.stage(stage.name, "failed", error=f"{type(exc).__name__}: {exc}", seconds=seconds)
+            self._tell("finished", stage.name, "failed", seconds, note=_first_line(exc), log_path=ctx.log.path)
             if isinstance(exc, Exception):
                 raise StageFailed(stage.name, exc) from exc
             raise
@@ -169,3 +190,9 @@ class Runner:
         self.store.mark_done(folder, fp, {"name": stage.name, "finished": now(), "seconds": seconds, **info})
         status.stage(stage.name, "done", seconds=seconds)
         ctx.log(f"done in {seconds} s")
+        self._tell("finished", stage.name, "done", seconds)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__

@@ -3,6 +3,8 @@ state change so that a crash leaves the last true state on disk."""
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from pathlib import Path
 
@@ -22,6 +24,9 @@ class RunStatus:
             "started": now(),
             "finished": None,
             "error": None,
+            # Who runs it: `status` tells a live run from one killed mid-stage by this process.
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
             "stages": {name: {"state": "pending"} for name in stages},
         }
         self._save()

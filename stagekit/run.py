@@ -45,3 +45,14 @@ def unknown_keys(section: str, given: Mapping[str, Any], allowed: set[str] | tup
     extra = sorted(set(given) - set(allowed))
     return [f"{section}: unknown key{'s' if len(extra) > 1 else ''} {', '.join(extra)}; valid keys: "
             f"{', '.join(sorted(allowed))}"] if extra else []
+
+
+def run_identity(cfg: Mapping[str, Any]) -> dict:
+    """Who this run is, for trackers and status: the experiment, the job (its run folder's name:
+    backbone-captions for one run, the swept values in a sweep), the group (the sweep, or the
+    experiment for a single run) and the labels under test. Run-only: never fingerprinted."""
+    job = cfg.get("job") or {}
+    return {"experiment": cfg["experiment_name"],
+            "job": job.get("name") or f"{cfg['backbone']['name']}-{cfg['captions']['name']}",
+            "group": job.get("group") or cfg["experiment_name"],
+            "caption_source": cfg["captions"]["label"], "backbone": cfg["backbone"]["label"]}

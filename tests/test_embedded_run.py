@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -39,6 +40,12 @@ def test_embedded_run_completes_and_writes_a_table(shared_results):
     table = (stage_dir(rd, "report") / "table.md").read_text()
     assert "SynthVQA" in table and "Synthetic-Dense" in table
     assert "SynthVQA" in proc.stdout  # the table is printed at the end
+    # A non-terminal stdout gets one line per state change, not the tools' thousands of lines.
+    lines = proc.stdout.splitlines()
+    assert len(lines) < 60, proc.stdout
+    for name in CHAIN:
+        assert any(re.match(rf"\[harness\] {re.escape(name)}: (done in [\d.]+ s|skipped \(done already\))$", line)
+                   for line in lines), (name, proc.stdout)
     # the run's report also draws the loss of its three training stages
     assert (stage_dir(rd, "report") / "loss_curves.png").stat().st_size > 1000
 
@@ -74,6 +81,11 @@ def test_sigkill_in_a_stage_then_rerun_redoes_only_that_stage_onwards(shared_res
     proc.wait()
     killed = read_status(rd)
     assert killed["stages"]["train.further_pretrain"]["state"] == "running"
+    # `status` tells the killed run from a live one, and exits non-zero.
+    shown = subprocess.run(harness_cmd("status", str(rd)), cwd=REPO, env=subprocess_env(shared_results),
+                           capture_output=True, text=True)
+    assert shown.returncode == 1
+    assert re.search(r"^  train.further_pretrain\s+interrupted", shown.stdout, re.M), shown.stdout
     assert not (stage_dir(rd, "train.further_pretrain") / ".done.json").exists()
     assert not (stage_dir(rd, "train.sft") / ".done.json").exists()
     run_harness(shared_results, *args)
@@ -81,3 +93,12 @@ def test_sigkill_in_a_stage_then_rerun_redoes_only_that_stage_onwards(shared_res
     ran = [n for n, s in status["stages"].items() if s["state"] == "done"]
     assert ran == ["train.further_pretrain", "train.sft", "evaluate", "report"]
     assert status["state"] == "done"
+
+
+def test_verbose_streams_the_stage_messages_that_the_console_leaves_in_the_logs(tmp_path):
+    quiet = run_harness(tmp_path / "quiet", "run", "until=world")
+    loud = run_harness(tmp_path / "loud", "run", "-v", "until=world")
+    assert "[world] synthetic data: 48 training and 16 benchmark images" in loud.stdout
+    assert "[world] synthetic data" not in quiet.stdout
+    log = tmp_path / "quiet" / "runs" / "embedded" / "tiny-synthetic_dense" / "logs" / "world.log"
+    assert "[world] synthetic data: 48 training and 16 benchmark images" in log.read_text()

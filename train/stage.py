@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Mapping
 
 from data_prep.stage import has_data
-from stagekit import StageRun, run_logged
+from stagekit import StageRun, run_identity, run_logged
+import tracking
 from train import checkpoints, trainable
 from train.launch import node_env, node_rank, train_command
 from train.render import render_lf_config
@@ -67,7 +68,8 @@ def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
             "seed": cfg["seed"],
         }
         settings = {"common": {k: common[k] for k in RUN_ONLY_KEYS if k in common}, "launcher": dict(launcher),
-                    "dataset": cfg[spec["data"]]["name"]}
+                    "dataset": cfg[spec["data"]]["name"], "tracker": dict(cfg.get("tracker") or {"name": "none"}),
+                    "identity": run_identity(cfg)}
         out.append({"name": f"train.{name}", "config": config, "settings": settings, "resumable": True,
                     "inputs": {"model": prev, "data": f"data_prep.{spec['data']}"},
                     "summary": f"{cfg[spec['data']]['label']}, trains {spec['trainable']}, "
@@ -79,7 +81,7 @@ def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
 def problems(cfg: Mapping) -> list[str]:
     from train.validate import check_recipe
 
-    return check_recipe(cfg)
+    return check_recipe(cfg) + tracking.problems(cfg.get("tracker") or {"name": "none"})
 
 
 # ---------------------------------------------------------------- render (run and plan)
@@ -104,7 +106,10 @@ def render(job: StageRun, *, tokenized_path: Path | None, resolve_master: bool =
     lf = render_lf_config(config=config, model_dir=job.inputs["model"] / "model", dataset_dir=job.inputs["data"],
                           dataset=job.settings["dataset"], output_dir=out / "model", tokenized_path=tokenized_path,
                           deepspeed_json=ds_json)
-    env = node_env(job.settings["launcher"], deepspeed=ds_json is not None, resolve=resolve_master)
+    tracker = job.settings.get("tracker") or {"name": "none"}
+    lf.update(tracking.lf_keys(tracker, job.settings.get("identity"), job.name))
+    env = {**node_env(job.settings["launcher"], deepspeed=ds_json is not None, resolve=resolve_master),
+           **tracking.tracker_env(tracker, job.settings.get("identity"))}
     yaml_path = out / "llamafactory.yaml"
     return Rendered(lf, yaml_path, ds_json, ds.get("config"), env, train_command(yaml_path))
 
@@ -182,3 +187,39 @@ def copy_processor_files(src: Path, dst: Path, log) -> None:
 def train_metrics(out_model: Path) -> dict:
     path = out_model / "train_results.json"
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+# ---------------------------------------------------------------- progress (console, status, plan)
+
+def progress(out_dir: Path, config: Mapping) -> dict | None:
+    """How far a training stage is, from the trainer log LLaMA-Factory appends at every logging
+    step (<output_dir>/trainer_log.jsonl): step, total, loss, samples/s and its own ETA. Readable
+    from any process, so `status` sees a run going on in another terminal or node."""
+    path = Path(out_dir) / "model" / "trainer_log.jsonl"
+    try:
+        lines = path.read_text().splitlines()
+        last = json.loads(lines[-1])
+    except (FileNotFoundError, IndexError, json.JSONDecodeError):
+        return None
+    step, total = int(last.get("current_steps", 0)), int(last.get("total_steps", 0))
+    elapsed = _seconds(last.get("elapsed_time"))
+    batch = int(config["stage"]["global_batch_size"])
+    return {"step": step, "total": total, "loss": last.get("loss"), "eta": last.get("remaining_time"),
+            "samples_per_s": round(step * batch / elapsed, 2) if elapsed else None,
+            "text": f"step {step}/{total}" + (f", loss {last['loss']:.4g}" if last.get("loss") is not None else "")
+                    + (f", {step * batch / elapsed:.1f} samples/s" if elapsed else "")
+                    + (f", ETA {last['remaining_time']}" if last.get("remaining_time") else "")}
+
+
+def _seconds(hms: str | None) -> float:
+    """'1 day, 2:03:04' or '0:00:59' (Python's timedelta text) -> seconds."""
+    if not hms:
+        return 0.0
+    days = 0
+    if "day" in hms:
+        head, hms = hms.split(",", 1)
+        days = int(head.split()[0])
+    parts = [float(p) for p in hms.strip().split(":")]
+    while len(parts) < 3:
+        parts.insert(0, 0.0)
+    return days * 86400 + parts[0] * 3600 + parts[1] * 60 + parts[2]

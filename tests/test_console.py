@@ -1,0 +1,143 @@
+"""What a run shows: one line per state change on a non-terminal stdout (CI, SLURM logs), the
+running stage's progress from its kind's reader, the failing log's last lines; and `status`,
+which reads only the run folders."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from harness.console import Console
+from harness.runner import Runner, StageFailed
+from harness.store import Store
+from harness.watch import describe, main as status_main
+from tests.conftest import REPO, harness_cmd, subprocess_env
+from tests.test_runner import Recorder, make_chain
+
+
+def run_with_console(tmp_path, rec, chain=None):
+    chain = chain or make_chain()
+    out = io.StringIO()
+    with Console("exp/run", [s.name for s in chain], stream=out, live=False) as console:
+        runner = Runner(Store(tmp_path / "store"), tmp_path / "run", rec.steps(), echo=False, console=console)
+        try:
+            runner.run(chain, run_label="exp/run")
+        except StageFailed:
+            pass
+    return out.getvalue().splitlines()
+
+
+def test_plain_console_prints_one_line_per_state_change(tmp_path):
+    lines = run_with_console(tmp_path, Recorder())
+    assert lines[0] == "[harness] exp/run: 4 stages"
+    assert [line.split(" in ")[0] for line in lines[1:]] == [
+        "[harness] init_vlm: running", "[harness] init_vlm: done",
+        "[harness] data_prep.captions: running", "[harness] data_prep.captions: done",
+        "[harness] train.alignment: running", "[harness] train.alignment: done",
+        "[harness] train.further_pretrain: running", "[harness] train.further_pretrain: done"]
+    again = run_with_console(tmp_path, Recorder())
+    assert again[1:] == [f"[harness] {s.name}: skipped (done already)" for s in make_chain()]
+
+
+def test_a_failed_stage_shows_its_reason_and_the_last_lines_of_its_log(tmp_path):
+    lines = run_with_console(tmp_path, Recorder(fail_on="train.alignment"))
+    failed = next(line for line in lines if line.startswith("[harness] train.alignment: failed"))
+    assert failed.endswith("(RuntimeError: boom)")
+    log = tmp_path / "run" / "logs" / "train.alignment.log"
+    at = lines.index(f"[harness] last lines of {log}:")
+    assert lines[at + 1:][-1].strip() == "RuntimeError: boom"   # the traceback's last line
+
+
+def test_progress_lines_come_from_the_kinds_reader_at_the_interval():
+    out = io.StringIO()
+    reads = iter([{"text": "step 20/200, loss 6.3"}, {"text": "step 40/200, loss 5.1"}] + [None] * 100)
+    with Console("r", ["train.sft"], stream=out, live=False, interval=0.0) as console:
+        console.started("train.sft", watch=lambda: next(reads))
+        import time
+
+        time.sleep(5.5)   # the poller wakes every few seconds
+        console.finished("train.sft", "done", 1.0)
+    shown = [line for line in out.getvalue().splitlines() if "step" in line]
+    assert shown[:1] == ["[harness] train.sft: step 20/200, loss 6.3"]
+
+
+def test_training_progress_reads_llamafactorys_trainer_log(tmp_path):
+    from train.stage import progress
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "trainer_log.jsonl").write_text(
+        json.dumps({"current_steps": 20, "total_steps": 200, "loss": 6.308, "elapsed_time": "0:00:10",
+                    "remaining_time": "0:01:30"}) + "\n")
+    info = progress(tmp_path, {"stage": {"global_batch_size": 4}})
+    assert info["text"] == "step 20/200, loss 6.308, 8.0 samples/s, ETA 0:01:30"
+    assert progress(tmp_path / "nothing", {"stage": {"global_batch_size": 4}}) is None
+
+
+def write_status(folder, state, stages, error=None, pid=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    data = {"run": f"embedded/{folder.name}", "state": state, "error": error, "host": socket.gethostname(),
+            "pid": pid or os.getpid(), "stages": stages}
+    (folder / "status.json").write_text(json.dumps(data))
+
+
+def test_status_of_a_sweep_lists_the_failed_job_and_its_reason_and_exits_1(tmp_path, capsys):
+    sweep = tmp_path / "sweeps" / "embedded"
+    write_status(sweep / "captions=vanilla", "done", {"init_vlm": {"state": "done", "seconds": 3.0}})
+    write_status(sweep / "captions=synthetic_dense", "failed",
+                 {"init_vlm": {"state": "skipped"}, "train.sft": {"state": "failed", "seconds": 4.5,
+                                                                  "error": "CommandFailed: exited with 1"}},
+                 error="stage train.sft failed: llamafactory-cli exited with 1")
+    assert status_main([str(sweep)]) == 1
+    out = capsys.readouterr().out
+    assert "embedded/captions=synthetic_dense  [failed]" in out
+    assert "  train.sft                failed           4.5 s  CommandFailed: exited with 1" in out
+    assert "error: stage train.sft failed: llamafactory-cli exited with 1" in out
+    assert "embedded/captions=vanilla  [done]" in out
+
+
+def test_a_run_whose_process_died_mid_stage_is_interrupted_not_running(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    run = tmp_path / "runs" / "embedded" / "tiny-x"
+    write_status(run, "running", {"train.sft": {"state": "running"}}, pid=int(dead))
+    text, state = describe(run / "status.json")
+    assert state == "interrupted"
+    assert "train.sft                interrupted" in text and "re-run the same command to resume" in text
+    write_status(run, "running", {"train.sft": {"state": "running"}})   # this process: alive
+    assert describe(run / "status.json")[1] == "running"
+
+
+def test_status_command_exit_codes(tmp_path):
+    run = tmp_path / "runs" / "embedded" / "tiny-x"
+    write_status(run, "done", {"init_vlm": {"state": "done", "seconds": 1.0}})
+    ok = subprocess.run(harness_cmd("status", str(run)), capture_output=True, text=True, cwd=REPO,
+                        env=subprocess_env(tmp_path))
+    assert ok.returncode == 0 and ok.stdout.startswith("embedded/tiny-x  [done]")
+    none = subprocess.run(harness_cmd("status", str(tmp_path / "empty")), capture_output=True, text=True,
+                          cwd=REPO, env=subprocess_env(tmp_path))
+    assert none.returncode == 2 and "no run folders" in none.stderr
+
+
+@pytest.mark.parametrize("name,keys", [
+    ("none", {"report_to": "none"}),
+    ("tensorboard", {"report_to": "tensorboard", "run_name": "embedded/tiny-x/train.sft",
+                     "logging_dir": "/r/tensorboard/embedded/tiny-x/train.sft"}),
+    ("wandb", {"report_to": "wandb", "run_name": "embedded/tiny-x/train.sft"}),
+])
+def test_tracker_keys_name_the_run_experiment_job_stage(name, keys):
+    import tracking
+
+    identity = {"experiment": "embedded", "job": "tiny-x", "group": "runs/embedded",
+                "caption_source": "Synthetic-Dense", "backbone": "Tiny+TinyViT"}
+    tracker = {"name": name, "dir": "/r/tensorboard", "project": "p", "mode": "offline"}
+    assert tracking.lf_keys(tracker, identity, "train.sft") == keys
+    if name == "wandb":
+        assert tracking.tracker_env(tracker, identity) == {
+            "WANDB_PROJECT": "p", "WANDB_RUN_GROUP": "runs/embedded", "WANDB_DIR": "/r/tensorboard",
+            "WANDB_TAGS": "captions:Synthetic-Dense,backbone:Tiny+TinyViT", "WANDB_MODE": "offline"}
