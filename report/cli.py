@@ -1,6 +1,7 @@
-"""`python -m harness report PATH... [--paper CSV]... [--out DIR] [--title TEXT]`
+"""`python -m harness report PATH... [--paper CSV]... [--out DIR] [--title TEXT] [--baseline ROW]`
 
     python -m harness report results/sweeps/embedded
+    python -m harness report results/sweeps/embedded --baseline Synthetic-Sparse
     python -m harness report results/runs/a results/runs/b --paper results/paper/paper_table1.csv
 
 Collects every results.jsonl under the PATHs, writes table.md/.csv/.tex (and the paper comparison,
@@ -31,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="a paper CSV (results/paper/*.csv) to compare with; may be given more than once")
     parser.add_argument("--out", type=Path, help="output folder (default: FIRST_PATH/report)")
     parser.add_argument("--title", default=DEFAULT_TITLE)
+    parser.add_argument("--baseline", metavar="ROW",
+                        help="compare every row with the row of this name in its backbone (a caption "
+                             "source, or 'source (settings)' as printed); default: vanilla")
     return parser
 
 
@@ -52,7 +56,7 @@ def _report(args: argparse.Namespace) -> int:
         raise ReportError(f"no results.jsonl records under {', '.join(map(str, args.paths))}")
     first = args.paths[0]
     out = args.out or (first if first.is_dir() else first.parent) / "report"
-    written = write_report(records, out, paper_csv=args.paper, title=args.title)
+    written = write_report(records, out, paper_csv=args.paper, title=args.title, baseline=args.baseline)
     print(written.pop("markdown_text"))
     curves = loss_curves(args.paths)
     if curves:
