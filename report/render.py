@@ -91,8 +91,10 @@ def legend(table: Table) -> list[str]:
         "Δ vs vanilla: Avg minus the vanilla Avg", f"Δ vs {table.baseline}: Avg minus the {table.baseline} Avg")
     lines = [text]
     stats = method_notes(table.methods)
+    if any(r.comparisons for r in table.rows):
+        stats.append(DELTA_STATS)
     if stats:
-        lines += ["", "Statistics:", *(f"- {line}" for line in stats), f"- {DELTA_STATS}"]
+        lines += ["", "Statistics:", *(f"- {line}" for line in stats)]
     if table.has_seeds:
         lines += ["", "Several seeds: the score is their mean ± their standard deviation (n - 1)."]
     return lines
