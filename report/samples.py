@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,11 @@ from report.records import ReportError
 # value by: the record is rounded to 4 decimals (evaluation/stage.py read_scores).
 _TOLERANCE = 1e-3
 _SCALES = (100.0, 1.0)   # 0-1 per-question scores shown as percent, or scores already 0-100
+
+
+class NotPerQuestion(Exception):
+    """A metric whose per-sample value is a structure the task's own aggregation reads (a judge's
+    verdict, per-category counts): there is no per-question score to resample."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +46,9 @@ class Scores:
 def find_samples_file(stage_dir: Path, task: str) -> Path | None:
     """The newest per-sample log of `task` in an evaluate stage folder. A re-evaluation appends a
     record and writes new dated files; lmms-eval's own date prefix orders them."""
-    found = sorted(Path(stage_dir).glob(f"lmms_eval/*/*_samples_{task}.jsonl"), key=lambda p: p.name)
+    name = re.compile(rf"\d{{8}}_\d{{6}}_samples_{re.escape(task)}\.jsonl")
+    found = sorted((p for p in Path(stage_dir).glob(f"lmms_eval/*/*_samples_{task}.jsonl") if name.fullmatch(p.name)),
+                   key=lambda p: p.name)
     return found[-1] if found else None
 
 
@@ -76,6 +84,8 @@ def _sample(path: Path, lineno: int, line: str, metric: str) -> tuple[int, tuple
     doc_id, score = obj["doc_id"], obj[metric]
     if isinstance(doc_id, bool) or not isinstance(doc_id, int):
         raise ReportError(f"{where}: 'doc_id' must be an integer, got {doc_id!r}")
+    if isinstance(score, (dict, list)):  # the task aggregates these itself (judge scores, categories)
+        raise NotPerQuestion(f"{where}: {metric!r} is a {type(score).__name__}, not a per-question number")
     if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
         raise ReportError(f"{where}: {metric!r} must be a finite number, got {score!r}")
     return doc_id, (doc_id, obj.get("target"), obj.get("input")), float(score)
@@ -83,7 +93,10 @@ def _sample(path: Path, lineno: int, line: str, metric: str) -> tuple[int, tuple
 
 def scores_for(record: dict, path: Path) -> Scores | str:
     """The record's per-question scores, or why there are none that can be trusted."""
-    samples = read_samples(path, record["metric"])
+    try:
+        samples = read_samples(path, record["metric"])
+    except NotPerQuestion as exc:
+        return str(exc)
     if not samples:
         return f"{path} holds no samples"
     if record["n"] is not None and record["n"] != len(samples):

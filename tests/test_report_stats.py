@@ -227,6 +227,20 @@ def test_a_broken_sample_line_names_file_line_and_key(tmp_path, bad, message):
     assert str(log) in str(info.value)
 
 
+def test_a_metric_the_task_aggregates_itself_gives_a_note_not_an_error(tmp_path):
+    sweep, log = _copy(tmp_path)
+    log.write_text(log.read_text().replace('"exact_match": 1.0', '"exact_match": {"verdict": 1}', 1))
+    table = build_table(collect_records([sweep]))
+    assert "SynthVQA" not in row(table, "Synthetic-Dense").intervals
+    assert any(f"{log}, line 1: 'exact_match' is a dict, not a per-question number" in n for n in table.notes)
+
+
+def test_only_lmms_eval_sample_file_names_count(tmp_path):
+    sweep, log = _copy(tmp_path)
+    log.rename(log.with_name("copy_of_samples_caprl_synth_vqa.jsonl"))  # not <date>_samples_<task>
+    assert "SynthVQA" not in row(build_table(collect_records([sweep])), "Synthetic-Dense").intervals
+
+
 def test_a_log_that_does_not_reproduce_the_record_gives_no_interval(tmp_path):
     sweep, log = _copy(tmp_path)
     log.write_text(log.read_text().replace('"exact_match": 1.0', '"exact_match": 0.0', 1))  # 11/20, not 12
