@@ -156,8 +156,10 @@ COMPARISON_HEADER = ["Backbone", "Caption source", "Settings", "Against", "Bench
                      "p (Holm)", "Test", "Questions"]
 
 
-def comparison_rows(table: Table) -> list[list[str]]:
-    """One line per (row, benchmark) compared with its baseline, as text cells."""
+def comparison_rows(table: Table) -> tuple[list[str], list[list[str]]]:
+    """Header and one line per (row, benchmark) compared with its baseline, as text cells; the
+    Settings column only when some row has settings."""
+    header = [h for h in COMPARISON_HEADER if table.has_jobs or h != "Settings"]
     out = []
     for row in table.rows:
         for bench in table.benchmarks:
@@ -166,20 +168,21 @@ def comparison_rows(table: Table) -> list[list[str]]:
                 continue
             test = f"McNemar exact (b={c.discordant[0]}, c={c.discordant[1]})" if c.test == MCNEMAR \
                 else "sign-flip permutation"
-            out.append([row.backbone, row.caption_source, row.job or "", row.baseline, bench,
-                        fmt(c.delta, signed=True) + ("†" if c.significant else ""),
+            out.append([row.backbone, row.caption_source, *([row.job or ""] if table.has_jobs else []),
+                        row.baseline, bench, fmt(c.delta, signed=True) + ("†" if c.significant else ""),
                         fmt_interval(c.interval, signed=True), fmt_p(c.p), fmt_p(c.p_holm), test, str(c.n)])
-    return out
+    return header, out
 
 
 def _md_comparisons(table: Table) -> list[str]:
-    rows = comparison_rows(table)
+    header, rows = comparison_rows(table)
     if not rows:
         return []
+    align = [":--" if h in ("Backbone", "Caption source", "Settings", "Against", "Benchmark", "Test") else "--:"
+             for h in header]
     return ["", "Paired comparisons (row minus the row it is against, on the same questions; "
                 "† = significant after Holm-Bonferroni across the row's benchmarks):", "",
-            _md_line(COMPARISON_HEADER), _md_line([":--"] * 5 + ["--:"] * 4 + [":--", "--:"]),
-            *(_md_line(r) for r in rows)]
+            _md_line(header), _md_line(align), *(_md_line(r) for r in rows)]
 
 
 # --- CSV --------------------------------------------------------------------------------------
@@ -315,13 +318,19 @@ def _tex(text: str, bold: bool) -> str:
 
 def comparisons_latex(table: Table, title: str = "") -> str:
     """The paired comparisons as a booktabs tabular."""
-    rows = comparison_rows(table)
+    header, rows = comparison_rows(table)
+    numeric = ("Δ", "95% CI", "p", "p (Holm)", "Questions")
     lines = [f"% {title}: paired comparisons"] if title else []
-    lines += [f"% {DELTA_STATS}", r"\begin{tabular}{lllllrrrrlr}", r"\toprule",
-              " & ".join(tex_escape(h) for h in COMPARISON_HEADER) + r" \\", r"\midrule"]
-    for r in rows:
-        cells = [tex_escape(c) for c in r[:5]] + [_tex(r[5].rstrip("†"), False) + ("$^{\\dagger}$" if r[5].endswith("†") else ""),
-                                                 _tex_interval(r[6]), tex_escape(r[7]), tex_escape(r[8]),
-                                                 tex_escape(r[9]), r[10]]
-        lines.append(" & ".join(cells) + r" \\")
+    lines += [f"% {DELTA_STATS}", r"\begin{tabular}{" + "".join("r" if h in numeric else "l" for h in header) + "}",
+              r"\toprule", " & ".join(tex_escape(h) for h in header) + r" \\", r"\midrule"]
+    for cells in rows:
+        lines.append(" & ".join(_tex_comparison_cell(h, c) for h, c in zip(header, cells)) + r" \\")
     return "\n".join(lines + [r"\bottomrule", r"\end{tabular}"]) + "\n"
+
+
+def _tex_comparison_cell(column: str, text: str) -> str:
+    if column == "Δ":
+        return _tex(text.rstrip("†"), False) + (r"$^{\dagger}$" if text.endswith("†") else "")
+    if column == "95% CI":
+        return _tex_interval(text)
+    return tex_escape(text)

@@ -225,8 +225,8 @@ def _comparison_rows(mine: Row, theirs: Row, columns: list[str]) -> list[Row]:
     for label, cells in (("measured", mine.cells), ("paper", theirs.cells)):
         kept = {b: cells[b] for b in columns if b in cells}
         avg = fmean(cells[b] for b in shared) if shared else None
-        out.append(Row(mine.backbone, mine.caption_source, kept, avg, missing, label=label))
+        out.append(Row(mine.backbone, mine.caption_source, kept, avg, missing, label=label, job=mine.job))
     diff = {b: mine.cells[b] - theirs.cells[b] for b in shared}
     avg_diff = out[0].avg - out[1].avg if shared else None
-    out.append(Row(mine.backbone, mine.caption_source, diff, avg_diff, missing, label="Δ", signed=True))
+    out.append(Row(mine.backbone, mine.caption_source, diff, avg_diff, missing, label="Δ", signed=True, job=mine.job))
     return out
