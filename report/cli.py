@@ -4,9 +4,11 @@
     python -m harness report results/sweeps/embedded --baseline Synthetic-Sparse
     python -m harness report results/runs/a results/runs/b --paper results/paper/paper_table1.csv
 
-Collects every results.jsonl under the PATHs, writes table.md/.csv/.tex (and the paper comparison,
-benchmarks.png, loss_curves.png when trainer_state.json files are found) into DIR (default: the
-first PATH's folder + /report) and prints the Markdown table."""
+Collects every results.jsonl under the PATHs (with the lmms-eval per-sample logs beside them and
+each job's config.yaml), writes table.md/.csv/.tex (and comparisons.csv/.tex when rows could be
+compared question by question, the paper comparison, benchmarks.png, loss_curves.png when
+trainer_state.json files are found) into DIR (default: the first PATH's folder + /report) and
+prints the Markdown table."""
 
 from __future__ import annotations
 
