@@ -49,7 +49,7 @@ class RowScores:
 def add_statistics(table: Table, pairs: list[tuple[Row, Row]]) -> None:
     """Intervals on every cell with per-sample logs, and each row's comparisons with its baseline,
     Holm-corrected across the row's benchmarks; why a cell or a pair has none goes in the notes."""
-    cache: dict[str, Scores | str] = {}
+    cache: dict[tuple[str, str], Scores | str] = {}  # (log, metric): a log is read once per metric
     scores: dict[tuple[int, str], RowScores] = {}
     unlogged: list[str] = []
     for row in table.rows:
@@ -75,7 +75,7 @@ def add_statistics(table: Table, pairs: list[tuple[Row, Row]]) -> None:
 NO_LOG = "no per-sample log (lmms-eval --log_samples) beside its results.jsonl"
 
 
-def _row_scores(row: Row, bench: str, cache: dict[str, Scores | str]) -> RowScores | str | None:
+def _row_scores(row: Row, bench: str, cache: dict[tuple[str, str], Scores | str]) -> RowScores | str | None:
     """None: nothing to show (never run, n/a, or a paper number); else the scores or why not."""
     recs = row.runs.get(bench, [])
     if row.cells.get(bench) is None or all(rec["metric"] == "paper" for rec in recs):
@@ -84,12 +84,12 @@ def _row_scores(row: Row, bench: str, cache: dict[str, Scores | str]) -> RowScor
         return NO_LOG
     runs = []
     for rec in recs:
-        path = rec["samples"]
-        if path not in cache:
-            cache[path] = scores_for(rec, Path(path)) if Path(path).is_file() else f"{path} does not exist"
-        if isinstance(cache[path], str):
-            return cache[path]
-        runs.append(cache[path])
+        path, key = rec["samples"], (rec["samples"], rec["metric"])
+        if key not in cache:
+            cache[key] = scores_for(rec, Path(path)) if Path(path).is_file() else f"{path} does not exist"
+        if isinstance(cache[key], str):
+            return cache[key]
+        runs.append(cache[key])
     if any(r.questions != runs[0].questions for r in runs):
         return "its seeds were scored on different questions"
     values = np.mean([r.values for r in runs], axis=0)

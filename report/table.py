@@ -93,7 +93,7 @@ def build_table(records, *, benchmarks: list[str] | None = None, baseline: str |
     pairs = baseline_pairs(rows, baseline)
     _set_deltas(pairs, columns)
     _mark_best(rows, columns)
-    table = Table(columns, rows, baseline=baseline or VANILLA)
+    table = Table(columns, rows, baseline=baseline or VANILLA, notes=_seed_notes(rows))
     if statistics:
         from report.confidence import add_statistics
 
@@ -115,6 +115,18 @@ def _make_rows(records: list[dict], columns: list[str]) -> list[Row]:
     for row in rows:
         _fill_cells(row)
     return rows
+
+
+def _seed_notes(rows: list[Row]) -> list[str]:
+    """A benchmark that some of a row's seeds lack is averaged over fewer seeds: say so."""
+    notes = []
+    for row in rows:
+        for bench, recs in row.runs.items():
+            seeds = [rec.get("seed") for rec in recs]
+            if len(row.seeds) > 1 and len(seeds) < len(row.seeds):
+                shown = ", ".join("?" if s is None else str(s) for s in seeds)
+                notes.append(f"{row.backbone} / {row.name} / {bench}: only seed(s) {shown} of this row")
+    return notes
 
 
 def _in_paper_order(group: dict[tuple, Row]) -> list[Row]:
@@ -148,27 +160,28 @@ def _set_avg(row: Row, valued: list[str]) -> None:
 
 
 def baseline_pairs(rows: list[Row], baseline: str | None) -> list[tuple[Row, Row]]:
-    """(row, its baseline row) for every row that has one. A named baseline is the row of that
-    name in the same backbone; by default the vanilla row with the same settings, else the only
-    vanilla row of the backbone."""
-    if baseline is not None and not any(r.name == baseline for r in rows):
+    """(row, its baseline row) for every row that has one, within the same backbone. The baseline
+    is the row named `baseline` (default: vanilla), as printed ("source (settings)") or by its
+    caption source alone: then the one with the same settings, else the only one."""
+    target = baseline or VANILLA
+    if baseline is not None and not any(target in (r.name, r.caption_source) for r in rows):
         names = ", ".join(dict.fromkeys(r.name for r in rows))
         raise ReportError(f"--baseline {baseline!r} names no row; the rows are: {names}")
     pairs = []
     for row in rows:
-        ref = _baseline_of(row, rows, baseline)
+        ref = _baseline_of(row, [r for r in rows if r.backbone == row.backbone], target)
         if ref is not None and ref is not row:
             pairs.append((row, ref))
     return pairs
 
 
-def _baseline_of(row: Row, rows: list[Row], baseline: str | None) -> Row | None:
-    same = [r for r in rows if r.backbone == row.backbone]
-    if baseline is not None:
-        return next((r for r in same if r.name == baseline), None)
-    vanilla = [r for r in same if r.caption_source == VANILLA]
-    matching = [r for r in vanilla if r.job == row.job]
-    return matching[0] if matching else vanilla[0] if len(vanilla) == 1 else None
+def _baseline_of(row: Row, same_backbone: list[Row], target: str) -> Row | None:
+    named = [r for r in same_backbone if r.name == target]
+    if len(named) == 1:
+        return named[0]
+    sources = [r for r in same_backbone if r.caption_source == target]
+    matching = [r for r in sources if r.job == row.job]
+    return matching[0] if matching else sources[0] if len(sources) == 1 else None
 
 
 def _set_deltas(pairs: list[tuple[Row, Row]], columns: list[str]) -> None:

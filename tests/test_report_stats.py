@@ -320,3 +320,23 @@ def test_error_bars_are_drawn_from_the_intervals(monkeypatch, tmp_path):
     # vanilla ChartQA: 50.0 with [29.930, 70.070] -> 20.070 below and above
     assert [[pytest.approx(20.070, abs=1e-3)], [pytest.approx(20.070, abs=1e-3)]] in bars
     assert len(bars) == 6  # 3 rows x 2 benchmarks; Avg has no interval
+
+
+def test_a_benchmark_missing_in_one_seed_is_noted(tmp_path):
+    _job(tmp_path, "a", 0, 40.0)
+    _job(tmp_path, "b", 1, 50.0)
+    other = dict(json.loads((tmp_path / "a" / "stages" / "evaluate" / "results.jsonl").read_text()),
+                 benchmark="ChartQA", task="chartqa", metric="relaxed_overall", value=70.0)
+    with (tmp_path / "a" / "stages" / "evaluate" / "results.jsonl").open("a") as fh:
+        fh.write(json.dumps(other) + "\n")
+    table = build_table(collect_records([tmp_path]))
+    assert table.rows[0].cells == {"ChartQA": 70.0, "SynthVQA": 45.0} and table.rows[0].seeds == [0, 1]
+    assert f"{BACKBONE} / vanilla / ChartQA: only seed(s) 0 of this row" in table.notes
+
+
+def test_baseline_by_caption_source_finds_the_row_with_the_same_settings():
+    table = build_table(collect_records([SEEDS]), baseline="Synthetic-Dense")
+    vanilla = row(table, "vanilla")
+    assert vanilla.baseline == f"Synthetic-Dense ({LR}=0.002)"  # same settings, not the lr 0.001 row
+    assert vanilla.delta_avg == pytest.approx(-30.0)
+    assert row(table, "Synthetic-Dense", f"{LR}=0.001").baseline is None  # its same-settings row is itself
