@@ -52,6 +52,7 @@ def add_statistics(table: Table, pairs: list[tuple[Row, Row]]) -> None:
     cache: dict[tuple[str, str], Scores | str] = {}  # (log, metric): a log is read once per metric
     scores: dict[tuple[int, str], RowScores] = {}
     unlogged: list[str] = []
+    problems: list[str] = []
     for row in table.rows:
         for bench in table.benchmarks:
             found = _row_scores(row, bench, cache)
@@ -60,11 +61,11 @@ def add_statistics(table: Table, pairs: list[tuple[Row, Row]]) -> None:
                 scores[(id(row), bench)] = found
                 row.intervals[bench] = _interval(found, table)
             elif found == NO_LOG:
-                unlogged.append(where)
+                unlogged.append(f"{where}: no interval, {NO_LOG}")
             elif found is not None:
-                table.notes.append(f"{where}: no interval, {found}")
-    if scores or table.notes:
-        table.notes += [f"{where}: no interval, {NO_LOG}" for where in unlogged]
+                problems.append(f"{where}: no interval, {found}")
+    if scores or problems:
+        table.notes += problems + unlogged
     elif unlogged:  # one line, not one per cell, for records from before per-sample logs
         table.notes.append("No intervals: no per-sample logs (lmms-eval --log_samples) were found "
                            "beside the results.jsonl files.")

@@ -331,7 +331,9 @@ def test_a_benchmark_missing_in_one_seed_is_noted(tmp_path):
         fh.write(json.dumps(other) + "\n")
     table = build_table(collect_records([tmp_path]))
     assert table.rows[0].cells == {"ChartQA": 70.0, "SynthVQA": 45.0} and table.rows[0].seeds == [0, 1]
-    assert f"{BACKBONE} / vanilla / ChartQA: only seed(s) 0 of this row" in table.notes
+    assert table.notes == [f"{BACKBONE} / vanilla / ChartQA: only seed(s) 0 of this row",
+                           "No intervals: no per-sample logs (lmms-eval --log_samples) were found beside "
+                           "the results.jsonl files."]
 
 
 def test_baseline_by_caption_source_finds_the_row_with_the_same_settings():
