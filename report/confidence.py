@@ -12,9 +12,20 @@ from pathlib import Path
 import numpy as np
 
 from report.samples import Scores, scores_for
-from report.stats import (ALPHA, LEVEL, RESAMPLES, SEED, bootstrap_mean_interval, discordant_counts,
-                          holm_adjust, mcnemar_exact_p, mean_of_means_interval, paired_bootstrap_interval,
-                          sign_flip_p, wilson_interval)
+from report.stats import (
+    ALPHA,
+    LEVEL,
+    RESAMPLES,
+    SEED,
+    bootstrap_mean_interval,
+    discordant_counts,
+    holm_adjust,
+    mcnemar_exact_p,
+    mean_of_means_interval,
+    paired_bootstrap_interval,
+    sign_flip_p,
+    wilson_interval,
+)
 from report.table import Row, Table
 
 WILSON = "wilson"
@@ -100,7 +111,7 @@ def _row_scores(row: Row, bench: str, cache: dict[tuple[str, str], Scores | str]
 def _interval(scores: RowScores, table: Table) -> tuple[float, float]:
     if scores.single_binary:
         table.methods.add(WILSON)
-        successes = int(round(float(scores.values.sum()) / scores.scale))
+        successes = round(float(scores.values.sum()) / scores.scale)
         lo, hi = wilson_interval(successes, len(scores.values))
         return lo * scores.scale, hi * scores.scale
     table.methods.add(BOOTSTRAP)

@@ -180,8 +180,9 @@ def _md_comparisons(table: Table) -> list[str]:
         return []
     align = [":--" if h in ("Backbone", "Caption source", "Settings", "Against", "Benchmark", "Test") else "--:"
              for h in header]
-    return ["", "Paired comparisons (row minus the row it is against, on the same questions; "
-                "† = significant after Holm-Bonferroni across the row's benchmarks):", "",
+    intro = ("Paired comparisons (row minus the row it is against, on the same questions; "
+             "† = significant after Holm-Bonferroni across the row's benchmarks):")
+    return ["", intro, "",
             _md_line(header), _md_line(align), *(_md_line(r) for r in rows)]
 
 

@@ -11,12 +11,20 @@ from __future__ import annotations
 import json
 import shutil
 from fractions import Fraction
-from math import comb, factorial
+from math import factorial
 from pathlib import Path
 
 import pytest
 
-from report import ReportError, build_table, collect_records, to_csv, to_latex, to_markdown, write_report
+from report import (
+    ReportError,
+    build_table,
+    collect_records,
+    to_csv,
+    to_latex,
+    to_markdown,
+    write_report,
+)
 from report.cli import main
 from report.confidence import MCNEMAR, SIGN_FLIP
 from report.render import comparisons_csv
@@ -331,9 +339,8 @@ def test_a_benchmark_missing_in_one_seed_is_noted(tmp_path):
         fh.write(json.dumps(other) + "\n")
     table = build_table(collect_records([tmp_path]))
     assert table.rows[0].cells == {"ChartQA": 70.0, "SynthVQA": 45.0} and table.rows[0].seeds == [0, 1]
-    assert table.notes == [f"{BACKBONE} / vanilla / ChartQA: only seed(s) 0 of this row",
-                           "No intervals: no per-sample logs (lmms-eval --log_samples) were found beside "
-                           "the results.jsonl files."]
+    no_logs = "No intervals: no per-sample logs (lmms-eval --log_samples) were found beside the results.jsonl files."
+    assert table.notes == [f"{BACKBONE} / vanilla / ChartQA: only seed(s) 0 of this row", no_logs]
 
 
 def test_baseline_by_caption_source_finds_the_row_with_the_same_settings():

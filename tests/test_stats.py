@@ -9,9 +9,21 @@ import math
 import numpy as np
 import pytest
 
-from report.stats import (bootstrap_mean_interval, discordant_counts, holm_adjust, is_binary, mcnemar_exact_p,
-                          mean_and_std, mean_of_means_interval, paired_bootstrap_interval, percentile_interval,
-                          resampled_means, sign_flip_p, wilson_interval, z_value)
+from report.stats import (
+    bootstrap_mean_interval,
+    discordant_counts,
+    holm_adjust,
+    is_binary,
+    mcnemar_exact_p,
+    mean_and_std,
+    mean_of_means_interval,
+    paired_bootstrap_interval,
+    percentile_interval,
+    resampled_means,
+    sign_flip_p,
+    wilson_interval,
+    z_value,
+)
 
 
 def test_z_value_is_the_normal_975_quantile():
