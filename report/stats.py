@@ -7,8 +7,8 @@ difference between caption sources means nothing unless it stands out from that 
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 from collections.abc import Sequence
+from statistics import NormalDist
 
 import numpy as np
 
