@@ -70,7 +70,8 @@ def make_record(meta: Mapping, entry: Mapping, *, value: float | None, n: int | 
     return {"run": meta["run"], "backbone": meta["backbone"], "caption_source": meta["caption_source"],
             "benchmark": entry["benchmark"], "task": entry["task"], "metric": entry["metric"],
             "value": value, "n": n, "status": "ok" if ok else "n/a", "reason": None if ok else reason,
-            "lmms_eval_version": version, "model_args": model_args, "timestamp": timestamp}
+            "lmms_eval_version": version, "model_args": model_args, "timestamp": timestamp,
+            **({"seed": meta["seed"]} if meta.get("seed") is not None else {})}
 
 
 def lmms_eval_version() -> str:
@@ -175,7 +176,7 @@ def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
     settings = {"tracker": dict(cfg.get("tracker") or {"name": "none"}), "identity": run_identity(cfg)}
     out = [{"name": "evaluate", "inputs": {"model": trained}, "summary": f"lmms-eval: {names}", "settings": settings,
             "config": {**common, "meta": {"run": run_label(cfg), "backbone": cfg["backbone"]["label"],
-                                          "caption_source": cfg["captions"]["label"]}}}]
+                                          "caption_source": cfg["captions"]["label"], "seed": cfg["seed"]}}}]
     ref = cfg["eval"].get("reference_model")
     if ref:
         out.append({"name": "evaluate.reference", "summary": f"lmms-eval on the stock model {ref}",

@@ -20,7 +20,7 @@ commands:
                              -v: stream every tool's output, not only the chain's progress)
   status [RUN_OR_SWEEP_DIR]  what is done, running (progress, ETA), interrupted or failed
   plan [key=value ...]       print the stage chain, each stage's state, outputs and exact commands
-  report PATH... [--paper CSV] [--out DIR]
+  report PATH... [--paper CSV] [--out DIR] [--baseline ROW]
                              build the ablation table (Markdown, CSV, LaTeX, plots) from run/sweep folders
   prefetch [key=value ...]   download the checkpoints and benchmark datasets a config needs (online)
 

@@ -1,7 +1,8 @@
 """The ablation report: normalized evaluation records (results.jsonl) -> the paper's table
-(Markdown, CSV, LaTeX), a comparison with the paper's numbers, and plots.
+(Markdown, CSV, LaTeX) with 95% intervals and paired tests from lmms-eval's per-sample logs
+(report/stats.py, report/confidence.py), a comparison with the paper's numbers, and plots.
 
-    python -m harness report results/sweeps/embedded [--paper results/paper/paper_table1.csv]
+    python -m harness report results/sweeps/embedded [--baseline ROW] [--paper results/paper/paper_table1.csv]
 
 Plotting functions import matplotlib only when called, so importing this package stays cheap."""
 

@@ -1,11 +1,14 @@
-"""`python -m harness report PATH... [--paper CSV]... [--out DIR] [--title TEXT]`
+"""`python -m harness report PATH... [--paper CSV]... [--out DIR] [--title TEXT] [--baseline ROW]`
 
     python -m harness report results/sweeps/embedded
+    python -m harness report results/sweeps/embedded --baseline Synthetic-Sparse
     python -m harness report results/runs/a results/runs/b --paper results/paper/paper_table1.csv
 
-Collects every results.jsonl under the PATHs, writes table.md/.csv/.tex (and the paper comparison,
-benchmarks.png, loss_curves.png when trainer_state.json files are found) into DIR (default: the
-first PATH's folder + /report) and prints the Markdown table."""
+Collects every results.jsonl under the PATHs (with the lmms-eval per-sample logs beside them and
+each job's config.yaml), writes table.md/.csv/.tex (and comparisons.csv/.tex when rows could be
+compared question by question, the paper comparison, benchmarks.png, loss_curves.png when
+trainer_state.json files are found) into DIR (default: the first PATH's folder + /report) and
+prints the Markdown table."""
 
 from __future__ import annotations
 
@@ -31,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="a paper CSV (results/paper/*.csv) to compare with; may be given more than once")
     parser.add_argument("--out", type=Path, help="output folder (default: FIRST_PATH/report)")
     parser.add_argument("--title", default=DEFAULT_TITLE)
+    parser.add_argument("--baseline", metavar="ROW",
+                        help="compare every row with the row of this name in its backbone (a caption "
+                             "source, or 'source (settings)' as printed); default: vanilla")
     return parser
 
 
@@ -47,14 +53,15 @@ def main(argv: Sequence[str]) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    written = report_paths(args.paths, out=args.out, paper_csv=args.paper, title=args.title)
+    written = report_paths(args.paths, out=args.out, paper_csv=args.paper, title=args.title,
+                           baseline=args.baseline)
     print(written.pop("markdown_text"))
     print("report files:\n" + "\n".join(f"  {path}" for path in written.values()))
     return 0
 
 
 def report_paths(paths: Sequence[Path], *, out: Path | None = None, paper_csv: Sequence[Path] | None = None,
-                 title: str = DEFAULT_TITLE) -> dict:
+                 title: str = DEFAULT_TITLE, baseline: str | None = None) -> dict:
     """The report of every results.jsonl under `paths` into `out` (default: the first path's
     folder + /report), with the loss curves of the training folders found there. Returns the
     written files by kind and "markdown_text"."""
@@ -64,7 +71,7 @@ def report_paths(paths: Sequence[Path], *, out: Path | None = None, paper_csv: S
         raise ReportError(f"no results.jsonl records under {', '.join(map(str, paths))}")
     first = paths[0]
     out = Path(out) if out else (first if first.is_dir() else first.parent) / "report"
-    written = write_report(records, out, paper_csv=paper_csv, title=title)
+    written = write_report(records, out, paper_csv=paper_csv, title=title, baseline=baseline)
     curves = loss_curves(paths)
     if curves:
         from report.plots import plot_loss_curves

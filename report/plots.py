@@ -23,14 +23,15 @@ def _figure(width: float, height: float):
 
 
 def plot_benchmark_bars(table: Table, out_png: Path) -> Path:
-    """One panel per backbone; per benchmark (and Avg) one bar per caption source. n/a gets a
-    label instead of a bar, so it cannot be read as a score of 0."""
+    """One panel per backbone; per benchmark (and Avg) one bar per row, with its 95% interval as
+    an error bar where there is one. n/a gets a label instead of a bar, so it cannot be read as a
+    score of 0."""
     backbones = list(dict.fromkeys(r.backbone for r in table.rows))
     if not backbones:
         raise ReportError("no rows to plot")
     columns = [*table.benchmarks, AVG]
-    sources = list(dict.fromkeys(r.caption_source for r in table.rows))
-    colors = {s: f"C{i % 10}" for i, s in enumerate(sources)}  # same colour for a source in every panel
+    names = list(dict.fromkeys(r.name for r in table.rows))
+    colors = {s: f"C{i % 10}" for i, s in enumerate(names)}  # same colour for a row in every panel
     fig = _figure(max(6.0, 0.9 * len(columns) + 2), 3.2 * len(backbones))
     axes = fig.subplots(len(backbones), 1, squeeze=False)[:, 0]
     for ax, backbone in zip(axes, backbones):
@@ -48,14 +49,22 @@ def _bars(ax, rows, columns, colors) -> None:
             value = row.avg if col == AVG else row.cells.get(col)
             if value is not None:  # a partial Avg is hatched, as it is starred in the table
                 hatch = "//" if col == AVG and row.partial else None
-                ax.bar(x, value, width, color=colors[row.caption_source], hatch=hatch, edgecolor="white")
+                ax.bar(x, value, width, color=colors[row.name], hatch=hatch, edgecolor="white",
+                       yerr=_error_bar(row, col, value), capsize=3, error_kw={"elinewidth": 1})
             elif col in row.cells:
                 ax.text(x, 1, "n/a", rotation=90, ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
     ax.set_ylabel("score")
-    handles = [ax.bar(0, 0, 0, color=colors[r.caption_source]) for r in rows]  # legend entries only
-    ax.legend(handles, [r.caption_source for r in rows], fontsize=7, loc="upper left",
-              bbox_to_anchor=(1.0, 1.0))
+    handles = [ax.bar(0, 0, 0, color=colors[r.name]) for r in rows]  # legend entries only
+    ax.legend(handles, [r.name for r in rows], fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+
+
+def _error_bar(row, col: str, value: float):
+    """[[below], [above]] the bar for its interval (matplotlib's asymmetric yerr), or None."""
+    if col not in row.intervals:
+        return None
+    lo, hi = row.intervals[col]
+    return [[max(0.0, value - lo)], [max(0.0, hi - value)]]
 
 
 def read_loss_curve(trainer_state: Path) -> tuple[list[float], list[float]]:

@@ -1,5 +1,7 @@
-"""The ablation table as data: rows (backbone, caption source), benchmark columns, Avg, the change
-against vanilla and the best value per column. Rendering lives in report/render.py.
+"""The ablation table as data: one row per job (backbone, caption source and any other setting that
+tells jobs apart; seeds of one recipe averaged), benchmark columns, Avg, the change against the
+baseline row (vanilla by default) and the best value per column. Intervals and paired tests
+come from report/confidence.py; rendering lives in report/render.py.
 
 A cell is a float (a score), None (the benchmark reported n/a) or absent (never run): the two
 kinds of "no number" stay apart and neither is ever counted as 0."""
@@ -11,7 +13,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from statistics import fmean
 
 from report.paper import VANILLA, order_benchmarks, order_caption_sources
-from report.records import latest_records
+from report.records import ReportError, latest_records
+from report.stats import mean_and_std
 
 AVG = "Avg"
 
@@ -29,10 +32,27 @@ class Row:
     best: set[str] = field(default_factory=set)  # columns (and "Avg") where this row is best
     label: str = ""                            # "measured" / "paper" / "Δ" in a paper comparison
     signed: bool = False                       # cells are differences: print with a sign
+    job: str | None = None                     # the settings that tell this job apart, if any
+    seeds: list = field(default_factory=list)  # seeds averaged in this row ([None] = unknown)
+    spread: dict[str, float] = field(default_factory=dict)  # std over seeds, per benchmark
+    runs: dict[str, list[dict]] = field(default_factory=dict)  # benchmark -> its records, one a seed
+    intervals: dict[str, tuple[float, float]] = field(default_factory=dict)  # 95% interval per cell
+    comparisons: dict = field(default_factory=dict)  # benchmark -> confidence.Comparison vs baseline
+    delta_interval: tuple[float, float] | None = None  # of delta_avg
+    baseline: str | None = None                # name of the row the deltas are against
 
     @property
     def partial(self) -> bool:
         return bool(self.missing)
+
+    @property
+    def name(self) -> str:
+        """The caption source, with the job's settings when a sweep varied more than that."""
+        return f"{self.caption_source} ({self.job})" if self.job else self.caption_source
+
+    @property
+    def significant(self) -> set[str]:
+        return {b for b, c in self.comparisons.items() if c.significant}
 
 
 @dataclass
@@ -40,6 +60,17 @@ class Table:
     benchmarks: list[str]
     rows: list[Row]
     show_delta: bool = True                    # the "Δ vs vanilla" column (not in comparisons)
+    baseline: str = VANILLA                    # what Δ is against: vanilla, or a chosen row name
+    notes: list[str] = field(default_factory=list)  # why some cells have no interval or test
+    methods: set[str] = field(default_factory=set)  # interval and test methods used, for the legend
+
+    @property
+    def has_seeds(self) -> bool:
+        return any(len(r.seeds) > 1 for r in self.rows)
+
+    @property
+    def has_jobs(self) -> bool:
+        return any(r.job for r in self.rows)
 
 
 def round1(x: float) -> Decimal:
@@ -48,27 +79,76 @@ def round1(x: float) -> Decimal:
     return Decimal(repr(round(x, 9))).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP)
 
 
-def build_table(records, *, benchmarks: list[str] | None = None) -> Table:
+def build_table(records, *, benchmarks: list[str] | None = None, baseline: str | None = None,
+                statistics: bool = True) -> Table:
+    """The table of `records`; Δ against the row named `baseline` in each backbone (default: the
+    vanilla row of the same settings). `statistics` adds intervals and paired tests from the
+    per-sample logs the records point to."""
     latest = latest_records(records)
     columns = list(benchmarks) if benchmarks is not None else order_benchmarks(r["benchmark"] for r in latest)
     rows = _make_rows(latest, columns)
     valued = [b for b in columns if any(r.cells.get(b) is not None for r in rows)]
     for row in rows:
         _set_avg(row, valued)
-    _set_deltas(rows, columns)
+    pairs = baseline_pairs(rows, baseline)
+    _set_deltas(pairs, columns)
     _mark_best(rows, columns)
-    return Table(columns, rows)
+    table = Table(columns, rows, baseline=baseline or VANILLA, notes=_seed_notes(rows))
+    if statistics:
+        from report.confidence import add_statistics
+
+        add_statistics(table, pairs)
+    return table
 
 
 def _make_rows(records: list[dict], columns: list[str]) -> list[Row]:
-    backbones: dict[str, dict[str, Row]] = {}  # insertion order = first-seen backbone order
+    """One row per (backbone, caption source, job): its seeds' records side by side per benchmark."""
+    backbones: dict[str, dict[tuple, Row]] = {}  # insertion order = first-seen backbone order
     for rec in records:
         if rec["benchmark"] not in columns:
             continue
         group = backbones.setdefault(rec["backbone"], {})
-        row = group.setdefault(rec["caption_source"], Row(rec["backbone"], rec["caption_source"], {}))
-        row.cells[rec["benchmark"]] = rec["value"] if rec["status"] == "ok" else None
-    return [group[s] for group in backbones.values() for s in order_caption_sources(group)]
+        key = (rec["caption_source"], rec.get("job") or "")
+        row = group.setdefault(key, Row(rec["backbone"], rec["caption_source"], {}, job=rec.get("job")))
+        row.runs.setdefault(rec["benchmark"], []).append(rec)
+    rows = [row for group in backbones.values() for row in _in_paper_order(group)]
+    for row in rows:
+        _fill_cells(row)
+    return rows
+
+
+def _seed_notes(rows: list[Row]) -> list[str]:
+    """A benchmark that some of a row's seeds lack is averaged over fewer seeds: say so."""
+    notes = []
+    for row in rows:
+        for bench, recs in row.runs.items():
+            seeds = [rec.get("seed") for rec in recs]
+            if len(row.seeds) > 1 and len(seeds) < len(row.seeds):
+                shown = ", ".join("?" if s is None else str(s) for s in seeds)
+                notes.append(f"{row.backbone} / {row.name} / {bench}: only seed(s) {shown} of this row")
+    return notes
+
+
+def _in_paper_order(group: dict[tuple, Row]) -> list[Row]:
+    """Caption sources in the paper's order; jobs of one source by their settings."""
+    return [group[key] for source in order_caption_sources(k[0] for k in group)
+            for key in sorted(k for k in group if k[0] == source)]
+
+
+def _fill_cells(row: Row) -> None:
+    """Mean over seeds per benchmark, and the std when there are several; a benchmark n/a in any
+    seed is n/a for the row, since averaging the others would hide a failed run."""
+    row.seeds = sorted({rec.get("seed") for recs in row.runs.values() for rec in recs},
+                       key=lambda s: (s is None, s if s is not None else 0))
+    for bench, recs in row.runs.items():
+        recs.sort(key=lambda rec: (rec.get("seed") is None, rec.get("seed") or 0))
+        if any(rec["status"] != "ok" for rec in recs):
+            row.cells[bench] = None
+            continue
+        mean, std = mean_and_std([rec["value"] for rec in recs])
+        row.cells[bench] = mean
+        if std is not None:
+            row.spread[bench] = std
 
 
 def _set_avg(row: Row, valued: list[str]) -> None:
@@ -79,12 +159,34 @@ def _set_avg(row: Row, valued: list[str]) -> None:
     row.missing = [b for b in valued if row.cells.get(b) is None]
 
 
-def _set_deltas(rows: list[Row], columns: list[str]) -> None:
-    vanilla = {r.backbone: r for r in rows if r.caption_source == VANILLA}
+def baseline_pairs(rows: list[Row], baseline: str | None) -> list[tuple[Row, Row]]:
+    """(row, its baseline row) for every row that has one, within the same backbone. The baseline
+    is the row named `baseline` (default: vanilla), as printed ("source (settings)") or by its
+    caption source alone: then the one with the same settings, else the only one."""
+    target = baseline or VANILLA
+    if baseline is not None and not any(target in (r.name, r.caption_source) for r in rows):
+        names = ", ".join(dict.fromkeys(r.name for r in rows))
+        raise ReportError(f"--baseline {baseline!r} names no row; the rows are: {names}")
+    pairs = []
     for row in rows:
-        ref = vanilla.get(row.backbone)
-        if ref is None or ref is row:
-            continue
+        ref = _baseline_of(row, [r for r in rows if r.backbone == row.backbone], target)
+        if ref is not None and ref is not row:
+            pairs.append((row, ref))
+    return pairs
+
+
+def _baseline_of(row: Row, same_backbone: list[Row], target: str) -> Row | None:
+    named = [r for r in same_backbone if r.name == target]
+    if len(named) == 1:
+        return named[0]
+    sources = [r for r in same_backbone if r.caption_source == target]
+    matching = [r for r in sources if r.job == row.job]
+    return matching[0] if matching else sources[0] if len(sources) == 1 else None
+
+
+def _set_deltas(pairs: list[tuple[Row, Row]], columns: list[str]) -> None:
+    for row, ref in pairs:
+        row.baseline = ref.name
         row.deltas = {b: row.cells[b] - ref.cells[b] for b in columns
                       if row.cells.get(b) is not None and ref.cells.get(b) is not None}
         if row.avg is not None and ref.avg is not None:
@@ -117,7 +219,7 @@ def _score(row: Row, col: str) -> float | None:
 def compare_with_paper(table: Table, paper_records) -> Table:
     """For each measured row the paper also has: measured, paper and their difference, over the
     benchmarks both report. Both Avgs use the same benchmark set, so they are comparable."""
-    paper = build_table(paper_records)
+    paper = build_table(paper_records, statistics=False)
     paper_rows = {(r.backbone, r.caption_source): r for r in paper.rows}
     columns = [b for b in table.benchmarks if b in paper.benchmarks
                and any(r.cells.get(b) is not None for r in table.rows)]
@@ -136,8 +238,8 @@ def _comparison_rows(mine: Row, theirs: Row, columns: list[str]) -> list[Row]:
     for label, cells in (("measured", mine.cells), ("paper", theirs.cells)):
         kept = {b: cells[b] for b in columns if b in cells}
         avg = fmean(cells[b] for b in shared) if shared else None
-        out.append(Row(mine.backbone, mine.caption_source, kept, avg, missing, label=label))
+        out.append(Row(mine.backbone, mine.caption_source, kept, avg, missing, label=label, job=mine.job))
     diff = {b: mine.cells[b] - theirs.cells[b] for b in shared}
     avg_diff = out[0].avg - out[1].avg if shared else None
-    out.append(Row(mine.backbone, mine.caption_source, diff, avg_diff, missing, label="Δ", signed=True))
+    out.append(Row(mine.backbone, mine.caption_source, diff, avg_diff, missing, label="Δ", signed=True, job=mine.job))
     return out

@@ -7,26 +7,30 @@ from pathlib import Path
 from typing import Sequence
 
 from report.paper import load_paper_table
-from report.render import to_csv, to_latex, to_markdown
+from report.render import comparisons_csv, comparisons_latex, to_csv, to_latex, to_markdown
 from report.table import build_table, compare_with_paper
 
 DEFAULT_TITLE = "CapRL pretraining ablation"
 
 
 def write_report(records, out_dir: Path, *, paper_csv: Path | Sequence[Path] | None = None,
-                 title: str = DEFAULT_TITLE, plots: bool = True) -> dict[str, Path | str]:
-    """table.md/.csv/.tex (+ paper_comparison.md/.csv/.tex when the paper CSV(s) have rows we
-    measured, and benchmarks.png). Returns their paths by kind, plus "markdown_text": the
-    Markdown to print."""
+                 title: str = DEFAULT_TITLE, plots: bool = True, baseline: str | None = None) -> dict[str, Path | str]:
+    """table.md/.csv/.tex (+ comparisons.csv/.tex when rows were compared on per-sample scores,
+    paper_comparison.md/.csv/.tex when the paper CSV(s) have rows we measured, and benchmarks.png).
+    Δ is against the row named `baseline` (default: vanilla). Returns the paths by kind, plus
+    "markdown_text": the Markdown to print."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = build_table(records)
+    table = build_table(records, baseline=baseline)
     markdown = to_markdown(table, title)
     written: dict[str, Path | str] = {
         "markdown": _write(out_dir / "table.md", markdown),
         "csv": _write(out_dir / "table.csv", to_csv(table)),
         "latex": _write(out_dir / "table.tex", to_latex(table, title)),
     }
+    if any(r.comparisons for r in table.rows):
+        written["comparisons_csv"] = _write(out_dir / "comparisons.csv", comparisons_csv(table))
+        written["comparisons_tex"] = _write(out_dir / "comparisons.tex", comparisons_latex(table, title))
     csvs = [] if paper_csv is None else [paper_csv] if isinstance(paper_csv, (str, Path)) else list(paper_csv)
     if csvs:
         comparison = compare_with_paper(table, [r for c in csvs for r in load_paper_table(c)])

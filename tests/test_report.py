@@ -131,7 +131,7 @@ def test_best_is_marked_per_backbone_and_ties_share_it():
     assert row(table, "CapRL-5M").best == set()
     assert row(table, "vanilla", "Solo").best == set()  # a single number is best of nothing
     assert "| vanilla | **70.0** | **70.0** | — |" in to_markdown(table)
-    assert to_csv(table).splitlines()[1].endswith(",A;Avg")
+    assert to_csv(table).splitlines()[1].endswith(",A;Avg,")  # best_in, then significant_in
 
 
 def test_a_partial_avg_is_never_best():
