@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from harness.config import CONFIG_NAME, env_flag, hydra_app, to_plain
@@ -82,16 +83,10 @@ def launch(overrides: list[str], multirun: bool) -> int:
     from harness.sweep import finish_sweep
 
     started = time.time()
-    sweep_dir = Path(str(app.compose_config(CONFIG_NAME, overrides, run_mode=_multirun()).hydra.sweep.dir))
+    sweep_dir = Path(str(app.compose_config(CONFIG_NAME, overrides, run_mode=RunMode.MULTIRUN).hydra.sweep.dir))
     returns = app.multirun(CONFIG_NAME, run_job, [*overrides, "hydra.mode=MULTIRUN"])
     jobs = [_job_result(r) for batch in returns for r in batch]
     return finish_sweep(sweep_dir, jobs, started)
-
-
-def _multirun():
-    from hydra.types import RunMode
-
-    return RunMode.MULTIRUN
 
 
 def _job_result(ret) -> dict:
