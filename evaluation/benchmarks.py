@@ -193,3 +193,134 @@ def prefetch(benchmarks: Mapping, log=print) -> None:
             except Exception as exc:  # noqa: BLE001 - re-raised with the task named
                 raise EvaluationError(f"prefetch of {d['path']} for task {e['task']} failed: {exc}. "
                                       "Gated datasets need `huggingface-cli login` (HF_TOKEN) first.") from exc
+
+
+# ---------------------------------------------------------------- local data for installed tasks
+
+# A local copy of an installed task runs under its own name: lmms-eval indexes its own task folder
+# before --include_path and keeps the first definition of a name, so a thin task file that
+# reused the real name would silently lose to the hub-backed original.
+LOCAL_SUFFIX = "_local"
+_DOC_HOOKS = ("doc_to_visual", "doc_to_text", "doc_to_target", "process_results", "process_docs")
+
+
+def lmms_task_name(entry: Mapping) -> str:
+    """The name lmms-eval runs an entry under: the real task, or its thin local copy."""
+    return entry["task"] + LOCAL_SUFFIX if is_local_copy(entry) else entry["task"]
+
+
+def is_local_copy(entry: Mapping) -> bool:
+    """A row with local data for an installed lmms-eval task (not one of our own task templates)."""
+    templates = Path(__file__).parent / "lmms_tasks"
+    return bool(entry.get("local_data")) and not (templates / entry["task"]).is_dir()
+
+
+def task_yaml_path(task: str) -> Path:
+    path = _task_index().get(task)
+    if path is None:
+        raise EvaluationError(f"task {task} is not defined by the installed lmms-eval")
+    return path
+
+
+class _FunctionRef(str):
+    """A `!function module.name` value, with the folder of the YAML file that names it."""
+    folder: Path
+
+
+def _hooks(path: Path) -> dict:
+    """The task YAML's doc hooks (includes merged); `!function` values become _FunctionRef."""
+    class Loader(yaml.SafeLoader):
+        pass
+
+    def function(loader, node):
+        ref = _FunctionRef(loader.construct_scalar(node))
+        ref.folder = path.parent
+        return ref
+
+    Loader.add_constructor("!function", function)
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    cfg = yaml.load(path.read_text(), Loader=Loader) or {}
+    include = cfg.pop("include", None)
+    base = _hooks(Path(include) if Path(include).is_absolute() else path.parent / include) if include else {}
+    return {**base, **{k: v for k, v in cfg.items() if k in _DOC_HOOKS}}
+
+
+def _function_node(ref: _FunctionRef):
+    import ast
+
+    module, _, name = ref.rpartition(".")
+    source = ref.folder / (module.replace(".", "/") + ".py")
+    for node in ast.parse(source.read_text()).body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return node
+    raise EvaluationError(f"{source} defines no function {name} (named in a task YAML)")
+
+
+def _doc_reads(fn) -> tuple[set[str], set[str], set[str]]:
+    """(read as doc["x"], tested as "x" in doc, returned as dict keys) in a function and its nested ones."""
+    import ast
+
+    read, optional, provided = set(), set(), set()
+    for f in (n for n in ast.walk(fn) if isinstance(n, ast.FunctionDef)):
+        if not f.args.args:
+            continue
+        doc = f.args.args[0].arg
+        for n in ast.walk(f):
+            if (isinstance(n, ast.Subscript) and isinstance(n.value, ast.Name) and n.value.id == doc
+                    and isinstance(n.slice, ast.Constant) and isinstance(n.slice.value, str)):
+                read.add(n.slice.value)
+            elif (isinstance(n, ast.Compare) and isinstance(n.left, ast.Constant) and isinstance(n.ops[0], ast.In)
+                  and isinstance(n.comparators[0], ast.Name) and n.comparators[0].id == doc):
+                optional.add(n.left.value)
+            elif isinstance(n, ast.Return) and isinstance(n.value, ast.Dict):
+                provided |= {k.value for k in n.value.keys if isinstance(k, ast.Constant)}
+    return read, optional, provided
+
+
+def required_columns(task: str) -> dict[str, str]:
+    """{column: the hook that reads it} for an installed task, derived from its own YAML and utils.py.
+
+    A column is required when a doc hook subscripts it (doc["x"]) without first testing "x" in doc,
+    or when doc_to_target / doc_to_text name it as a string or a {{template}}; columns that
+    process_docs adds (GQA's image) are not required in the file."""
+    hooks = _hooks(task_yaml_path(task))
+    need: dict[str, str] = {}
+    added: set[str] = set()
+    for hook in _DOC_HOOKS:
+        value = hooks.get(hook)
+        if isinstance(value, _FunctionRef):
+            read, optional, provided = _doc_reads(_function_node(value))
+            for col in sorted(read - optional):
+                need.setdefault(col, f"{hook} ({value})")
+            if hook == "process_docs":
+                added |= provided
+        elif isinstance(value, str) and hook in ("doc_to_target", "doc_to_text"):
+            names = re.findall(r"{{\s*([\w-]+)", value) if "{{" in value else [value]
+            for col in names:
+                need.setdefault(col, f"{hook} ({value!r})")
+    return {c: h for c, h in need.items() if c not in added}
+
+
+def local_columns(path: Path) -> list[str]:
+    """Column names of a local data file: parquet schema, or the first row of JSON lines / a JSON array."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    import json
+
+    text = path.read_text()
+    first = json.loads(text)[0] if path.suffix == ".json" else json.loads(text.splitlines()[0])
+    return list(first)
+
+
+def check_local_columns(entry: Mapping) -> None:
+    """Fail before lmms-eval starts when the local file lacks a column the task's code reads."""
+    need = required_columns(entry["task"])
+    have = set(local_columns(Path(entry["local_data"])))
+    missing = [c for c in need if c not in have]
+    if missing:
+        lines = "\n".join(f"  {c!r}, read by {need[c]}" for c in missing)
+        raise EvaluationError(f"task {entry['task']}: local data {entry['local_data']} lacks column(s) "
+                              f"{', '.join(repr(c) for c in missing)} that lmms-eval's {entry['task']} reads:\n{lines}")

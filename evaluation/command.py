@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-from evaluation.benchmarks import EvaluationError, split_judge, task_entries
+from evaluation.benchmarks import EvaluationError, lmms_task_name, split_judge, task_entries
 
 # Offline by default (pain point 13): tasks read the HF caches or local files only.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -65,7 +65,7 @@ def build_command(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixels
     lmms = ["-m", "lmms_eval", "eval",
             "--model", str(cfg["model"]),
             "--model_args", model_args(model_dir, pixels, cfg),
-            "--tasks", ",".join(e["task"] for e in runnable),
+            "--tasks", ",".join(lmms_task_name(e) for e in runnable),
             "--batch_size", str(cfg["batch_size"]),
             "--output_path", str(out_dir / "lmms_eval"),
             "--log_samples"]
