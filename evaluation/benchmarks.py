@@ -245,12 +245,22 @@ def _hooks(path: Path) -> dict:
     return {**base, **{k: v for k, v in cfg.items() if k in _DOC_HOOKS}}
 
 
+def _parse(source: Path):
+    """The syntax tree of a task's Python file; its own invalid escape sequences are not our warnings."""
+    import ast
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", (SyntaxWarning, DeprecationWarning))
+        return ast.parse(source.read_text())
+
+
 def _function_node(ref: _FunctionRef):
     import ast
 
     module, _, name = ref.rpartition(".")
     source = ref.folder / (module.replace(".", "/") + ".py")
-    for node in ast.parse(source.read_text()).body:
+    for node in _parse(source).body:
         if isinstance(node, ast.FunctionDef) and node.name == name:
             return node
     raise EvaluationError(f"{source} defines no function {name} (named in a task YAML)")
@@ -324,3 +334,74 @@ def check_local_columns(entry: Mapping) -> None:
         lines = "\n".join(f"  {c!r}, read by {need[c]}" for c in missing)
         raise EvaluationError(f"task {entry['task']}: local data {entry['local_data']} lacks column(s) "
                               f"{', '.join(repr(c) for c in missing)} that lmms-eval's {entry['task']} reads:\n{lines}")
+
+
+# ---------------------------------------------------------------- Python modules a task's code imports
+
+def _task_modules(task: str) -> list[Path]:
+    """The Python files named by the task YAML's `!function` values (includes merged)."""
+    files: list[Path] = []
+    path: Path | None = task_yaml_path(task)
+    while path is not None:
+        text = path.read_text()
+        for module in re.findall(r"!function\s+([\w.]+)\.\w+", text):
+            f = path.parent / (module.replace(".", "/") + ".py")
+            if f.is_file() and f not in files:
+                files.append(f)
+        include = re.search(r"^include:\s*[\"']?([^\s\"'#]+)", text, re.M)
+        path = (path.parent / include.group(1)) if include else None
+    return files
+
+
+def _imports(source: Path) -> set[str]:
+    """Absolute imports of a file, wherever they are, except those guarded by try/except."""
+    import ast
+
+    tree = _parse(source)
+    guarded = {id(n) for t in ast.walk(tree) if isinstance(t, ast.Try) for s in t.body for n in ast.walk(s)}
+    names = set()
+    for n in ast.walk(tree):
+        if id(n) in guarded:
+            continue
+        if isinstance(n, ast.Import):
+            names |= {a.name for a in n.names}
+        elif isinstance(n, ast.ImportFrom) and n.level == 0 and n.module:
+            names.add(n.module)
+    return names
+
+
+def missing_modules(task: str) -> dict[str, Path]:
+    """{module: file that imports it} for modules the task's code imports that are not installed.
+
+    lmms-eval imports a task's utils.py only when the run starts, and one failing import ends the
+    whole invocation with no scores for any task (MathVista's evaluator needs Levenshtein, which
+    only lmms-eval's optional [metrics] extra brings)."""
+    tasks_root = lmms_eval_tasks_dir()
+    todo, seen, missing = list(_task_modules(task)), set(), {}
+    while todo:
+        f = todo.pop()
+        if f in seen:
+            continue
+        seen.add(f)
+        for name in sorted(_imports(f)):
+            if name.startswith("lmms_eval.tasks."):
+                inner = tasks_root.parent.parent / (name.replace(".", "/") + ".py")
+                if inner.is_file():
+                    todo.append(inner)
+            elif importlib.util.find_spec(name.split(".")[0]) is None:
+                missing.setdefault(name.split(".")[0], f)
+    return missing
+
+
+def check_task_imports(entries: list[dict]) -> None:
+    """Fail before lmms-eval starts when a task's code imports a module this environment lacks."""
+    lines = []
+    for e in entries:
+        if _task_index().get(e["task"]) is None:
+            continue        # our own task templates: their imports are ours
+        for module, where in missing_modules(e["task"]).items():
+            lines.append(f"  {e['task']}: module {module!r} (imported by {where})")
+    if lines:
+        raise EvaluationError("these tasks' code imports Python modules that are not installed; lmms-eval would "
+                              "stop at the first one with no scores for any task:\n" + "\n".join(lines)
+                              + "\ninstall them (lmms-eval's optional extras list most) or leave the tasks out")

@@ -14,8 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Mapping
 
-from evaluation.benchmarks import (EvaluationError, is_local_copy, lmms_task_name, missing_datasets, split_judge,
-                                   task_entries)
+from evaluation.benchmarks import (EvaluationError, check_task_imports, is_local_copy, lmms_task_name,
+                                   missing_datasets, split_judge, task_entries)
 from evaluation.command import build_command, eval_settings, model_args
 from evaluation.local_tasks import write_thin_task
 
@@ -41,6 +41,7 @@ def run_evaluation(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixel
 
     values: dict[str, tuple[float | None, int | None, str | None]] = {}
     if runnable:
+        check_task_imports(runnable)
         write_local_tasks(runnable, out_dir / "tasks")
         if cfg["offline"]:
             _check_offline_data(runnable)
@@ -149,7 +150,9 @@ def _run_logged(argv: list[str], env: Mapping[str, str], log_file: Path, log, *,
 
 def latest_results_file(output_path: Path, since: float) -> Path | None:
     """lmms-eval's <output_path>/<model>/<date>_results.json written by this run, if any."""
-    found = [p for p in output_path.glob("*/*_results.json") if p.stat().st_mtime >= since - 1]
+    # submissions/ holds the tasks' own files, some also named *_results.json (MMBench's).
+    found = [p for p in output_path.glob("*/*_results.json")
+             if p.parent.name != "submissions" and p.stat().st_mtime >= since - 1]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
