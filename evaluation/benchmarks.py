@@ -117,21 +117,71 @@ def task_metrics(task: str) -> list[str]:
 
 
 def hub_datasets(entry: Mapping) -> list[dict]:
-    """The HF datasets a task reads: its dataset_path/dataset_name plus the row's extra `prefetch` list."""
+    """The HF datasets a task reads, as [{path, name, reader}]: its YAML's dataset_path/dataset_name
+    (reader "lmms-eval"), then the datasets its own code loads by name, found in its Python files
+    (GQA's images), plus the row's `prefetch` list (reader "task code")."""
     cfg = task_yaml(entry["task"])
     if cfg is None:
         raise EvaluationError(f"task {entry['task']} is not defined by the installed lmms-eval")
-    out = [{"path": cfg["dataset_path"], "name": cfg.get("dataset_name")}]
-    out += [{"path": d["path"], "name": d.get("name")} for d in entry.get("prefetch") or []]
+    out = [{"path": cfg["dataset_path"], "name": cfg.get("dataset_name"), "reader": "lmms-eval"}]
+    for d in [*code_datasets(entry["task"]), *(entry.get("prefetch") or [])]:
+        extra = {"path": d["path"], "name": d.get("name"), "reader": "task code"}
+        if extra not in out:
+            out.append(extra)
     return out
+
+
+def _task_files(task: str) -> list[Path]:
+    """The task's Python files and the lmms_eval.tasks modules they import, transitively."""
+    root = lmms_eval_tasks_dir().parent.parent
+    todo, seen = list(_task_modules(task)), []
+    while todo:
+        f = todo.pop(0)
+        if f in seen:
+            continue
+        seen.append(f)
+        for name in sorted(_imports(f)):
+            inner = root / (name.replace(".", "/") + ".py")
+            if name.startswith("lmms_eval.tasks.") and inner.is_file():
+                todo.append(inner)
+    return seen
+
+
+def code_datasets(task: str) -> list[dict]:
+    """[{path, name}] of the load_dataset("<literal>", "<literal>") calls in the task's own code."""
+    import ast
+
+    found = []
+    for f in _task_files(task):
+        for n in ast.walk(_parse(f)):
+            func = getattr(n, "func", None)
+            called = getattr(func, "id", None) or getattr(func, "attr", None)
+            if not (isinstance(n, ast.Call) and called == "load_dataset" and n.args
+                    and isinstance(n.args[0], ast.Constant)):
+                continue
+            name = n.args[1] if len(n.args) > 1 else next((k.value for k in n.keywords if k.arg == "name"), None)
+            d = {"path": n.args[0].value, "name": name.value if isinstance(name, ast.Constant) else None}
+            if d not in found:
+                found.append(d)
+    return found
 
 
 # ---------------------------------------------------------------- offline check and prefetch
 
-def _datasets_cache_dirs(env: Mapping[str, str]) -> list[Path]:
+def _first_dir(candidates: list, env: Mapping[str, str]) -> Path:
     hf_home = Path(os.path.expanduser(env.get("HF_HOME", "~/.cache/huggingface")))
-    dirs = [env.get("LMMS_EVAL_DATASETS_CACHE"), env.get("HF_DATASETS_CACHE"), hf_home / "datasets"]
-    return [Path(os.path.expanduser(str(d))) for d in dirs if d]
+    chosen = next((c for c in candidates if c), hf_home / "datasets")
+    return Path(os.path.expanduser(str(chosen)))
+
+
+def datasets_cache_dir(reader: str, env: Mapping[str, str] | None = None) -> Path:
+    """Where a dataset is read offline: lmms-eval loads a task's own dataset from
+    LMMS_EVAL_DATASETS_CACHE (else the `datasets` default); a task's code calls load_dataset with
+    no cache_dir, so that reads HF_DATASETS_CACHE or HF_HOME/datasets only."""
+    env = os.environ if env is None else env
+    if reader == "lmms-eval":
+        return _first_dir([env.get("LMMS_EVAL_DATASETS_CACHE"), env.get("HF_DATASETS_CACHE")], env)
+    return _first_dir([env.get("HF_DATASETS_CACHE")], env)
 
 
 def _hub_cache_dirs(env: Mapping[str, str]) -> list[Path]:
@@ -144,37 +194,43 @@ def _squash(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def dataset_cached(repo_id: str, env: Mapping[str, str] | None = None) -> bool:
-    """Whether `datasets` or the hub cache hold anything of `repo_id` (datasets snake-cases names)."""
+def dataset_cached(repo_id: str, env: Mapping[str, str] | None = None, *, name: str | None = None,
+                   reader: str = "lmms-eval") -> bool:
+    """Whether the hub cache holds `repo_id`, or the `datasets` cache its reader reads holds it (and
+    the config `name`, when given: GQA's instructions can be there without its images)."""
     env = os.environ if env is None else env
-    org, _, name = repo_id.rpartition("/")
+    org, _, base = repo_id.rpartition("/")
     hub_dir = "datasets--" + repo_id.replace("/", "--")
     if any((d / hub_dir).is_dir() for d in _hub_cache_dirs(env)):
         return True
-    want = (org.lower(), _squash(name))
-    for d in _datasets_cache_dirs(env):
-        if d.is_dir():
-            for child in d.iterdir():
-                o, sep, n = child.name.partition("___")
-                if sep and (o.lower(), _squash(n)) == want:
-                    return True
+    cache = datasets_cache_dir(reader, env)
+    want = (org.lower(), _squash(base))
+    for child in (cache.iterdir() if cache.is_dir() else []):
+        o, sep, n = child.name.partition("___")      # `datasets` snake-cases names: org___name
+        if sep and (o.lower(), _squash(n)) == want and (name is None or (child / name).is_dir()):
+            return True
     return False
 
 
+def _label(d: Mapping) -> str:
+    return d["path"] + (f" [{d['name']}]" if d.get("name") else "")
+
+
 def missing_datasets(entries: list[dict], env: Mapping[str, str] | None = None) -> dict[str, list[str]]:
-    """{task: [dataset ids not in the local caches]} for the hub-backed entries."""
+    """{task: ["<dataset id> [<config>]" not in the cache its reader reads]} for the hub-backed entries."""
     missing = {}
     for e in entries:
         if e.get("local_data"):
             continue
-        absent = [d["path"] for d in hub_datasets(e) if not dataset_cached(d["path"], env)]
+        absent = [_label(d) for d in hub_datasets(e)
+                  if not dataset_cached(d["path"], env, name=d["name"], reader=d["reader"])]
         if absent:
             missing[e["task"]] = absent
     return missing
 
 
 def prefetch(benchmarks: Mapping, log=print) -> None:
-    """Download every HF dataset the set's tasks read into the caches lmms-eval reads offline."""
+    """Download every HF dataset the set's tasks read, each into the cache its reader reads offline."""
     entries = [e for e in task_entries(benchmarks) if not e.get("local_data")]
     if not entries:
         log(f"benchmark set {benchmarks.get('name')!r}: local data only, nothing to prefetch")
@@ -184,14 +240,14 @@ def prefetch(benchmarks: Mapping, log=print) -> None:
                               "unset them and run it on a machine that can reach the Hugging Face Hub")
     import datasets
 
-    cache_dir = str(_datasets_cache_dirs(os.environ)[0])
     for e in entries:
         for d in hub_datasets(e):
-            log(f"prefetch {e['benchmark']} ({e['task']}): {d['path']}" + (f" [{d['name']}]" if d["name"] else ""))
+            cache_dir = datasets_cache_dir(d["reader"])
+            log(f"prefetch {e['benchmark']} ({e['task']}): {_label(d)} -> {cache_dir}")
             try:
-                datasets.load_dataset(d["path"], d["name"], cache_dir=cache_dir)
+                datasets.load_dataset(d["path"], d["name"], cache_dir=str(cache_dir))
             except Exception as exc:  # noqa: BLE001 - re-raised with the task named
-                raise EvaluationError(f"prefetch of {d['path']} for task {e['task']} failed: {exc}. "
+                raise EvaluationError(f"prefetch of {_label(d)} for task {e['task']} failed: {exc}. "
                                       "Gated datasets need `huggingface-cli login` (HF_TOKEN) first.") from exc
 
 
@@ -376,20 +432,12 @@ def missing_modules(task: str) -> dict[str, Path]:
     lmms-eval imports a task's utils.py only when the run starts, and one failing import ends the
     whole invocation with no scores for any task (MathVista's evaluator needs Levenshtein, which
     only lmms-eval's optional [metrics] extra brings)."""
-    tasks_root = lmms_eval_tasks_dir()
-    todo, seen, missing = list(_task_modules(task)), set(), {}
-    while todo:
-        f = todo.pop()
-        if f in seen:
-            continue
-        seen.add(f)
+    missing: dict[str, Path] = {}
+    for f in _task_files(task):
         for name in sorted(_imports(f)):
-            if name.startswith("lmms_eval.tasks."):
-                inner = tasks_root.parent.parent / (name.replace(".", "/") + ".py")
-                if inner.is_file():
-                    todo.append(inner)
-            elif importlib.util.find_spec(name.split(".")[0]) is None:
-                missing.setdefault(name.split(".")[0], f)
+            top = name.split(".")[0]
+            if top != "lmms_eval" and importlib.util.find_spec(top) is None:
+                missing.setdefault(top, f)
     return missing
 
 

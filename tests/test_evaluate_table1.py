@@ -270,3 +270,71 @@ def test_without_a_judge_the_judge_tasks_are_na_with_the_reason(bench_dir, tmp_p
     assert [(r["benchmark"], r["status"], r["value"]) for r in records] == [
         ("MathVista", "n/a", None), ("MMBench", "n/a", None), ("MMVet", "n/a", None)]
     assert all(r["reason"] == "judge task: no OPENAI_API_KEY in the environment (API_TYPE=openai)" for r in records)
+
+
+# ---------------------------------------------------------------- prefetch and the offline check (local paths)
+
+PAPER_DATASETS = {
+    "infovqa_val": ["lmms-lab-encoder/DocVQA [InfographicVQA]"], "docvqa_val": ["lmms-lab-encoder/DocVQA [DocVQA]"],
+    "chartqa": ["lmms-lab-encoder/ChartQA"], "realworldqa": ["lmms-lab-encoder/RealWorldQA"],
+    "mathvista_testmini_format": ["AI4Math/MathVista"], "seedbench_2_plus": ["doolayer/SEED-Bench-2-Plus"],
+    "mmerealworld": ["yifanzhang114/MME-RealWorld-Lmms-eval"], "mmbench_en_dev": ["lmms-lab-encoder/MMBench [en]"],
+    "mmstar": ["Lin-Chen/MMStar"], "mmvet": ["lmms-lab-encoder/MMVet"], "ai2d": ["lmms-lab-encoder/ai2d"],
+    "gqa": ["lmms-lab-encoder/GQA [testdev_balanced_instructions]", "lmms-lab-encoder/GQA [testdev_balanced_images]"],
+}
+
+
+def _gqa_entry() -> dict:
+    (gqa,) = [e for e in task_entries(yaml.safe_load((SETS / "paper_table1.yaml").read_text())) if e["task"] == "gqa"]
+    return gqa
+
+
+def test_paper_table1_datasets_are_the_names_lmms_eval_0_7_3_loads(tmp_path):
+    from evaluation.benchmarks import code_datasets, missing_datasets
+
+    entries = task_entries(yaml.safe_load((SETS / "paper_table1.yaml").read_text()))
+    empty = {"HF_HOME": str(tmp_path / "empty")}
+    assert missing_datasets(entries, empty) == PAPER_DATASETS
+    # GQA's second load is found in its own code, not only in the set's `prefetch` list
+    assert code_datasets("gqa") == [{"path": "lmms-lab-encoder/GQA", "name": "testdev_balanced_images"}]
+    assert [code_datasets(e["task"]) for e in entries if e["task"] != "gqa"] == [[]] * 11
+
+
+def test_offline_check_looks_for_each_config_in_the_cache_its_reader_reads(tmp_path):
+    from evaluation.benchmarks import missing_datasets
+
+    gqa = _gqa_entry()
+    env = {"HF_HOME": str(tmp_path / "hf"), "LMMS_EVAL_DATASETS_CACHE": str(tmp_path / "lmms")}
+    (tmp_path / "lmms/lmms-lab-encoder___gqa/testdev_balanced_instructions").mkdir(parents=True)
+    (tmp_path / "lmms/lmms-lab-encoder___gqa/testdev_balanced_images").mkdir(parents=True)
+    # lmms-eval reads the instructions from LMMS_EVAL_DATASETS_CACHE, but gqa's process_docs calls
+    # load_dataset without a cache_dir: the images must be in HF_HOME/datasets
+    assert missing_datasets([gqa], env) == {"gqa": ["lmms-lab-encoder/GQA [testdev_balanced_images]"]}
+    (tmp_path / "hf/datasets/lmms-lab-encoder___gqa/testdev_balanced_images").mkdir(parents=True)
+    assert missing_datasets([gqa], env) == {}
+
+
+def test_prefetch_puts_each_dataset_where_its_reader_looks(tmp_path, monkeypatch):
+    """Prefetch with real `datasets`, from local folders named like the hub ids (datasets reads an
+    existing folder as a local dataset), so no network is involved."""
+    from evaluation import prefetch
+
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_DATASETS_CACHE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setenv("LMMS_EVAL_DATASETS_CACHE", str(tmp_path / "lmms"))
+    work = tmp_path / "work"
+    repo = work / "lmms-lab-encoder/GQA"
+    for config, gen in (("testdev_balanced_instructions", GENERATORS["gqa"]), ("testdev_balanced_images", None)):
+        from embedded.benchmarks import gqa_images
+
+        write_parquet(gen or gqa_images, repo / config / "testdev-00000.parquet")
+    card = {"configs": [{"config_name": c, "data_files": [{"split": "testdev", "path": f"{c}/testdev-*.parquet"}]}
+                        for c in ("testdev_balanced_instructions", "testdev_balanced_images")]}
+    (repo / "README.md").write_text("---\n" + json.dumps(card) + "\n---\n")
+    monkeypatch.chdir(work)
+    shown = []
+    prefetch({"name": "gqa only", "tasks": [_gqa_entry()]}, log=shown.append)
+    assert shown == [f"prefetch GQA (gqa): lmms-lab-encoder/GQA [testdev_balanced_instructions] -> {tmp_path / 'lmms'}",
+                     f"prefetch GQA (gqa): lmms-lab-encoder/GQA [testdev_balanced_images] -> {tmp_path / 'hf/datasets'}"]
+    assert list((tmp_path / "lmms").rglob("*.arrow")) and list((tmp_path / "hf/datasets").rglob("*.arrow"))
