@@ -60,6 +60,32 @@ def judge_key_status(env: Mapping[str, str] | None = None) -> tuple[bool, str]:
     return True, ""
 
 
+# MMBench's evaluator (tasks/mmbench/*_utils.py) posts its GPT fallback itself, to OPENAI_API_URL as
+# a full .../chat/completions URL and only for API_TYPE openai or azure; the llm_judge providers the
+# other judge tasks use take OPENAI_API_URL as a base URL and append /chat/completions.
+OWN_CLIENT_JUDGE = ("mmbench_",)
+
+
+def judge_warnings(entries: list[dict], env: Mapping[str, str] | None = None) -> list[str]:
+    """Judge tasks that would run but could not reach the judge the environment names."""
+    env = os.environ if env is None else env
+    api_type = env.get("API_TYPE", "openai").strip().lower()
+    url = env.get("OPENAI_API_URL", "").rstrip("/")
+    own = [e["task"] for e in entries if e["judge"] and e["task"].startswith(OWN_CLIENT_JUDGE)]
+    other = [e["task"] for e in entries if e["judge"] and not e["task"].startswith(OWN_CLIENT_JUDGE)]
+    out = []
+    if own and api_type not in ("openai", "azure"):
+        out += [f"{t}: with API_TYPE={api_type} lmms-eval's MMBench fallback cannot reach any judge; answers it "
+                "cannot read as an option letter get a seeded random letter after ~45 s of retries" for t in own]
+    if api_type == "openai" and url:
+        full = url.endswith("/chat/completions")
+        hit = other if full else own
+        out += [f"{t}: OPENAI_API_URL={url} is a {'full' if full else 'base'} URL, which this task's judge client "
+                f"does not expect ({'it appends /chat/completions' if full else 'it posts to the URL as given'})"
+                for t in hit]
+    return out
+
+
 def split_judge(entries: list[dict], env: Mapping[str, str] | None = None) -> tuple[list[dict], dict[str, str]]:
     """Runnable entries, and {task: reason} for judge tasks skipped for lack of a key."""
     ok, reason = judge_key_status(env)

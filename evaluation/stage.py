@@ -14,8 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Mapping
 
-from evaluation.benchmarks import (EvaluationError, check_task_imports, is_local_copy, lmms_task_name,
-                                   missing_datasets, split_judge, task_entries)
+from evaluation.benchmarks import (EvaluationError, check_task_imports, is_local_copy, judge_warnings,
+                                   lmms_task_name, missing_datasets, split_judge, task_entries)
 from evaluation.command import build_command, eval_settings, model_args
 from evaluation.local_tasks import write_thin_task
 
@@ -38,6 +38,8 @@ def run_evaluation(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixel
     margs = model_args(model_dir, pixels, cfg)
     for task, reason in skipped.items():
         log(f"skipping {task}: {reason}; reported as n/a")
+    for warning in judge_warnings(runnable):
+        log(f"warning: {warning}")
 
     values: dict[str, tuple[float | None, int | None, str | None]] = {}
     if runnable:

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -171,7 +172,7 @@ def _wait_for(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240)
 
 @pytest.fixture(scope="module")
 def tiny_models(tmp_path_factory) -> dict[str, Path]:
-    """The embedded tiny Qwen2.5-VL, made to answer "A" to everything, and a judge that answers "1"."""
+    """The embedded tiny Qwen2.5-VL made to answer one token to everything: "A" (model, judge_A) or "1"."""
     from transformers import AutoTokenizer
 
     from embedded.synthetic import build_synthetic_data
@@ -186,19 +187,19 @@ def tiny_models(tmp_path_factory) -> dict[str, Path]:
     random_model = build_tiny_vit_source(root / "random", tok_dir, text_hidden=48, seed=0)
     tok = AutoTokenizer.from_pretrained(tok_dir)
     models = {}
-    for name, word in (("model", "A"), ("judge", "1")):
+    for name, word in (("model", "A"), ("judge", "1"), ("model_1", "1"), ("judge_A", "A")):
         (token,) = tok.encode(word)
         models[name] = root / name
         _bias_to_answer(random_model, models[name], token, tok.eos_token_id)
     return models
 
 
-@pytest.fixture(scope="module")
-def judge_url(tiny_models, tmp_path_factory):
-    """LLaMA-Factory's OpenAI-compatible server on loopback, serving the judge model."""
-    work = tmp_path_factory.mktemp("judge")
+@contextmanager
+def judge_server(model: Path, work: Path):
+    """LLaMA-Factory's OpenAI-compatible server on loopback, serving `model`; yields (url, log)."""
+    work.mkdir(parents=True, exist_ok=True)
     config = work / "judge.yaml"
-    config.write_text(yaml.safe_dump({"model_name_or_path": str(tiny_models["judge"]), "template": "qwen2_vl",
+    config.write_text(yaml.safe_dump({"model_name_or_path": str(model), "template": "qwen2_vl",
                                       "infer_backend": "huggingface"}))
     port, log = _free_port(), work / "server.log"
     env = {**os.environ, "API_HOST": "127.0.0.1", "API_PORT": str(port), "HF_HUB_OFFLINE": "1"}
@@ -207,10 +208,16 @@ def judge_url(tiny_models, tmp_path_factory):
         proc = subprocess.Popen([str(cli), "api", str(config)], env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         _wait_for(f"http://127.0.0.1:{port}/v1/models", proc, log)
-        yield {"url": f"http://127.0.0.1:{port}/v1/chat/completions", "log": log}
+        yield f"http://127.0.0.1:{port}/v1/chat/completions", log
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def judge_url(tiny_models, tmp_path_factory):
+    with judge_server(tiny_models["judge"], tmp_path_factory.mktemp("judge")) as (url, log):
+        yield {"url": url, "log": log}
 
 
 def _samples(out: Path, task: str) -> list[dict]:
@@ -338,3 +345,38 @@ def test_prefetch_puts_each_dataset_where_its_reader_looks(tmp_path, monkeypatch
     assert shown == [f"prefetch GQA (gqa): lmms-lab-encoder/GQA [testdev_balanced_instructions] -> {tmp_path / 'lmms'}",
                      f"prefetch GQA (gqa): lmms-lab-encoder/GQA [testdev_balanced_images] -> {tmp_path / 'hf/datasets'}"]
     assert list((tmp_path / "lmms").rglob("*.arrow")) and list((tmp_path / "hf/datasets").rglob("*.arrow"))
+
+
+@pytest.mark.slow
+def test_mmbench_fallback_reaches_an_openai_compatible_judge(bench_dir, tiny_models, tmp_path, monkeypatch):
+    """MMBench's GPT fallback posts to OPENAI_API_URL itself (API_TYPE openai), not through the
+    `local` provider: a model answering "1" gives no option letter, the judge (answering "A") picks one."""
+    (mmbench,) = [t for t in local_set(bench_dir)["tasks"] if t["task"] == "mmbench_en_dev"]
+    for var in JUDGE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    with judge_server(tiny_models["judge_A"], tmp_path / "judge") as (url, log):
+        monkeypatch.setenv("API_TYPE", "openai")
+        monkeypatch.setenv("OPENAI_API_URL", url)                  # MMBench's evaluator wants the full URL
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-loopback-judge")  # read, never checked, by the server
+        out = run_evaluation(tiny_models["model_1"], tmp_path / "eval", benchmarks={"name": "m", "tasks": [mmbench]},
+                             pixels=PIXELS, eval_cfg=CPU, meta=META, log=lambda *_: None)
+        posts = log.read_text().count('"POST /v1/chat/completions HTTP/1.1" 200')
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (record["status"], record["value"], record["n"]) == ("ok", 50.0, 4)   # rows answered A: 2 of 4
+    assert [s["gpt_eval_score"]["prediction"] for s in _samples(tmp_path / "eval", "mmbench_en_dev")] == ["1"] * 4
+    assert posts == 4                                                  # one judge call per row
+    assert "sk-loopback-judge" not in (tmp_path / "eval/lmms_eval.log").read_text()
+
+
+def test_judge_warnings_name_the_tasks_whose_judge_client_cannot_reach_the_judge():
+    from evaluation.benchmarks import judge_warnings
+
+    entries = task_entries(yaml.safe_load((SETS / "paper_table1.yaml").read_text()))
+    assert judge_warnings(entries, {}) == []                 # the real OpenAI API: every client's default URL
+    (local,) = judge_warnings(entries, {"API_TYPE": "local", "LLM_JUDGE_URL": "http://127.0.0.1:1/v1/chat/completions"})
+    assert local.startswith("mmbench_en_dev: with API_TYPE=local lmms-eval's MMBench fallback cannot reach any judge")
+    full = judge_warnings(entries, {"OPENAI_API_URL": "http://127.0.0.1:1/v1/chat/completions"})
+    assert [w.split(":")[0] for w in full] == ["mathvista_testmini_format", "mmvet"]
+    (base,) = judge_warnings(entries, {"OPENAI_API_URL": "http://127.0.0.1:1/v1"})
+    assert base.startswith("mmbench_en_dev: OPENAI_API_URL=http://127.0.0.1:1/v1 is a base URL")
