@@ -322,9 +322,16 @@ def _hooks(path: Path) -> dict:
     Loader.add_constructor("!function", function)
     Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
     cfg = yaml.load(path.read_text(), Loader=Loader) or {}
-    include = cfg.pop("include", None)
-    base = _hooks(Path(include) if Path(include).is_absolute() else path.parent / include) if include else {}
+    base: dict = {}
+    for inc in reversed(_included(path, cfg.pop("include", None))):   # the first include wins, as in lmms-eval
+        base.update(_hooks(inc))
     return {**base, **{k: v for k, v in cfg.items() if k in _DOC_HOOKS}}
+
+
+def _included(path: Path, include) -> list[Path]:
+    """The files a task YAML's `include:` names (one or a list), relative to its folder."""
+    names = include if isinstance(include, list) else [include] if include else []
+    return [Path(n) if Path(n).is_absolute() else path.parent / n for n in names]
 
 
 def _parse(source: Path):
@@ -423,15 +430,15 @@ def check_local_columns(entry: Mapping) -> None:
 def _task_modules(task: str) -> list[Path]:
     """The Python files named by the task YAML's `!function` values (includes merged)."""
     files: list[Path] = []
-    path: Path | None = task_yaml_path(task)
-    while path is not None:
+    todo = [task_yaml_path(task)]
+    while todo:
+        path = todo.pop(0)
         text = path.read_text()
         for module in re.findall(r"!function\s+([\w.]+)\.\w+", text):
             f = path.parent / (module.replace(".", "/") + ".py")
             if f.is_file() and f not in files:
                 files.append(f)
-        include = re.search(r"^include:\s*[\"']?([^\s\"'#]+)", text, re.M)
-        path = (path.parent / include.group(1)) if include else None
+        todo += _included(path, (yaml.load(text, Loader=_TagTolerantLoader) or {}).get("include"))
     return files
 
 
