@@ -225,12 +225,19 @@ def _samples(out: Path, task: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+MATHVISTA = "mathvista_testmini_format"
+# The report row of the always-"A" model: the twelve columns, then Avg (612.5 / 12; 562.5 / 11 without MathVista)
+ROW = {"InfoVQA": "37.5", "DocVQA": "50.0", "ChartQA": "50.0", "RealWorldQA": "50.0", "MathVista": "50.0",
+       "SEED2Plus": "25.0", "MME-RealWorld": "50.0", "MMBench": "50.0", "MMStar": "50.0", "MMVet": "100.0",
+       "AI2D": "50.0", "GQA": "50.0"}
+
+
 @pytest.mark.slow
-@pytest.mark.xfail(importlib.util.find_spec("Levenshtein") is None, raises=EvaluationError, strict=True,
-                   reason="lmms-eval's MathVista imports Levenshtein (its optional [metrics] extra), which "
-                          "requirements/lock.txt lacks; the stage stops before lmms-eval starts")
 def test_all_twelve_benchmarks_run_on_local_data_with_a_loopback_judge(bench_dir, tiny_models, judge_url, tmp_path,
                                                                       monkeypatch):
+    """One lmms-eval run of the twelve tasks. Where Levenshtein is not installed (it is not in the lock),
+    the stage must refuse the set before lmms-eval starts; the other eleven then run, and the test
+    ends as an expected failure naming what MathVista lacks."""
     from report import build_table, collect_records, write_report
 
     for var in JUDGE_VARS:
@@ -242,36 +249,46 @@ def test_all_twelve_benchmarks_run_on_local_data_with_a_loopback_judge(bench_dir
     monkeypatch.delenv("LMMS_EVAL_DATASETS_CACHE", raising=False)
     out = tmp_path / "eval"
     bench = local_set(bench_dir)
+    run = dict(pixels=PIXELS, eval_cfg=CPU, meta=META)
+    has_levenshtein = importlib.util.find_spec("Levenshtein") is not None
+    if not has_levenshtein:
+        with pytest.raises(EvaluationError, match=f"{MATHVISTA}: module 'Levenshtein'"):
+            run_evaluation(tiny_models["model"], out, benchmarks=bench, log=lambda *_: None, **run)
+        assert not (out / "lmms_eval.log").exists()
+        bench["tasks"] = [t for t in bench["tasks"] if t["task"] != MATHVISTA]
     shown: list[str] = []
-    results = run_evaluation(tiny_models["model"], out, benchmarks=bench, pixels=PIXELS, eval_cfg=CPU, meta=META,
-                             log=shown.append)
+    results = run_evaluation(tiny_models["model"], out, benchmarks=bench, log=shown.append, **run)
     # MMBench still scores: an "A" is read as option A without asking any judge
     assert [line for line in shown if line.startswith("warning: ")] == [
         "warning: mmbench_en_dev: with API_TYPE=local lmms-eval's MMBench fallback cannot reach any judge; answers "
         "it cannot read as an option letter get a seeded random letter after ~45 s of retries"]
 
+    ran = [e["task"] for e in task_entries(bench)]
     records = [json.loads(line) for line in results.read_text().splitlines()]
-    assert {r["task"]: r["value"] for r in records} == EXPECTED_IF_ALWAYS_A
+    assert {r["task"]: r["value"] for r in records} == {t: EXPECTED_IF_ALWAYS_A[t] for t in ran}
     assert all(r["status"] == "ok" and r["n"] == len(GENERATORS[r["task"]]()[1]) for r in records)
     # One lmms-eval invocation; the values are its results JSON's real "<metric>,<filter>" keys.
-    results_json = latest_results_file(out / "lmms_eval", since=0)
-    scores = json.loads(results_json.read_text())["results"]
+    scores = json.loads(latest_results_file(out / "lmms_eval", since=0).read_text())["results"]
     for e in task_entries(bench):
         raw = scores[f"{e['task']}_local"][f"{e['metric']},{e['filter']}"]
         assert round(raw * e["scale"], 4) == EXPECTED_IF_ALWAYS_A[e["task"]]
     # The judge answered: MathVista's extractions and MM-Vet's grades are its "1".
-    assert [s["llm_as_judge_eval"]["extraction"] for s in _samples(out, "mathvista_testmini_format")] == ["1"] * 4
+    if has_levenshtein:
+        assert [s["llm_as_judge_eval"]["extraction"] for s in _samples(out, MATHVISTA)] == ["1"] * 4
     assert [s["gpt_eval_score"]["score"] for s in _samples(out, "mmvet")] == [1.0] * 3
-    assert judge_url["log"].read_text().count('"POST /v1/chat/completions HTTP/1.1" 200') == 4 + 3
+    posts = judge_url["log"].read_text().count('"POST /v1/chat/completions HTTP/1.1" 200')
+    assert posts == (4 if has_levenshtein else 0) + 3
 
     table = build_table(collect_records([results]))
-    assert table.benchmarks == ["InfoVQA", "DocVQA", "ChartQA", "RealWorldQA", "MathVista", "SEED2Plus",
-                             "MME-RealWorld", "MMBench", "MMStar", "MMVet", "AI2D", "GQA"]
+    columns = [c for c in ROW if has_levenshtein or c != "MathVista"]
+    assert table.benchmarks == columns
     markdown = write_report(collect_records([results]), tmp_path / "report", plots=False)["markdown_text"]
     (row,) = [line for line in markdown.splitlines() if line.startswith("| Tiny+Tiny-ViT | Synthetic-Dense |")]
     cells = [c.strip().strip("*") for c in row.strip("|").split("|")][2:]
-    assert cells[:13] == ["37.5", "50.0", "50.0", "50.0", "50.0", "25.0", "50.0", "50.0", "50.0", "100.0", "50.0",
-                          "50.0", "51.0"]                     # twelve columns and Avg = 612.5 / 12
+    assert cells[:len(columns) + 1] == [ROW[c] for c in columns] + ["51.0" if has_levenshtein else "51.1"]
+    if not has_levenshtein:
+        pytest.xfail("MathVista left out: lmms-eval's MathVista imports Levenshtein (its optional [metrics] "
+                     "extra), which requirements/lock.txt lacks")
 
 
 def test_without_a_judge_the_judge_tasks_are_na_with_the_reason(bench_dir, tmp_path, no_judge):
