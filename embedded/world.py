@@ -6,6 +6,8 @@
     <world>/tokenizer/                      byte-level BPE trained on the world's texts
     <world>/vit_source/                     tiny Qwen2.5-VL (its ViT is what init_vlm keeps)
     <world>/llm_source/                     tiny Qwen2 LM with a different hidden size
+    <world>/benchmarks/<task>.parquet       the twelve Table-1 benchmarks in their published schema
+                                            (embedded/benchmarks.py; when table1_benchmarks is true)
 
 Configs point into it with world://<path> (configs/hydra/world/embedded.yaml)."""
 
@@ -29,4 +31,9 @@ def build_world(out_dir: Path, cfg: Mapping, log=print) -> dict:
     build_tiny_llm_source(out_dir / "llm_source", tok, hidden=cfg["llm_hidden"], layers=cfg["llm_layers"],
                           seed=cfg["seed"] + 1)
     log("tiny ViT source and LLM source written")
+    if cfg.get("table1_benchmarks"):
+        from embedded.benchmarks import build_table1_benchmarks
+
+        files = build_table1_benchmarks(out_dir / "benchmarks")
+        log(f"local copies of {len(files)} Table-1 benchmarks written")
     return {"n_train": cfg["n_train"], "n_bench": cfg["n_bench"]}

@@ -14,9 +14,13 @@ Inputs
   benchmark: the paper's column name; task / metric / filter: lmms-eval's task name and the
   "<metric>,<filter>" key of its results JSON (filter defaults to "none"); scale: factor to the
   paper's 0-100 scale (default 100: lmms-eval means of 0/1 scores; 1 where lmms-eval already
-  reports percent); judge: needs an LLM judge; local_data: absolute path of a local data file
-  (the task's lmms-eval YAML lives in evaluation/lmms_tasks/<task>/); prefetch: extra HF datasets
-  the task's code loads, as [{path, name}].
+  reports percent); judge: needs an LLM judge; local_data: absolute path of a local data file,
+  for a task of ours (its YAML lives in evaluation/lmms_tasks/<task>/) or for an installed
+  lmms-eval task, which then runs as <task>_local from a thin YAML that includes the installed one
+  and changes only the data source (evaluation/local_tasks.py; the file must have every column
+  the task's code reads); local_hub: [{path, name, split, data}], hub datasets the task's code
+  loads by name (GQA's images) served from local files; prefetch: extra HF datasets the task's
+  code loads, as [{path, name}] (load_dataset calls with literal names are also found in the code).
 - pixels: {min_pixels, max_pixels}, the pixel budget shared with training (cfg.pixels).
 - eval_cfg (configs/hydra/eval/):
     batch_size: 1          scores move with batch size, so 1 unless you know better
@@ -31,13 +35,15 @@ Inputs
 
 Judge tasks (MathVista, MMBench, MMVet) need the key lmms-eval's judge reads (OPENAI_API_KEY, or
 AZURE_API_KEY etc. by API_TYPE); without it they are left out of the command and recorded as
-n/a, never 0. The key is only ever inherited from the environment; secrets are masked in the log.
+n/a, never 0. A judge on loopback: API_TYPE=local with LLM_JUDGE_URL (lmms-eval's `local`
+provider; MMBench's own fallback client cannot use it, see judge_warnings). The key is only ever inherited from the environment; secrets are masked in the log.
 
 Outputs under out_dir: tasks/ (local lmms-eval tasks), lmms_eval/ (lmms-eval's results JSON and
 per-sample logs), lmms_eval.log, and results.jsonl with one record per benchmark appended per run:
     {run, backbone, caption_source, benchmark, task, metric, value (0-100 or null), n,
      status ("ok" | "n/a"), reason, lmms_eval_version, model_args, timestamp (ISO 8601 UTC)}
-lmms-eval exits 0 even when the model fails to load, so the stage fails (EvaluationError, with
+Before lmms-eval starts, every task's code is checked for modules this environment lacks (one
+failing import ends the whole lmms-eval run). lmms-eval exits 0 even when the model fails to load, so the stage fails (EvaluationError, with
 the tail of lmms-eval's log) unless its results file has every requested task and metric.
 """
 

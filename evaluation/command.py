@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-from evaluation.benchmarks import EvaluationError, split_judge, task_entries
+from evaluation.benchmarks import EvaluationError, lmms_task_name, split_judge, task_entries
 
 # Offline by default (compute nodes often have no network, and a silent download mid-run is
 # not reproducible): tasks read the HF caches or local files only.
@@ -69,7 +69,7 @@ def build_command(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixels
     lmms = ["-m", "lmms_eval", "eval",
             "--model", str(cfg["model"]),
             "--model_args", model_args(model_dir, pixels, cfg),
-            "--tasks", ",".join(e["task"] for e in runnable),
+            "--tasks", ",".join(lmms_task_name(e) for e in runnable),
             "--batch_size", str(cfg["batch_size"]),
             "--output_path", str(out_dir / "lmms_eval"),
             "--log_samples"]

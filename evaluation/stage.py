@@ -11,8 +11,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Mapping
 
-from evaluation.benchmarks import EvaluationError, missing_datasets, split_judge, task_entries
+from evaluation.benchmarks import (EvaluationError, check_task_imports, is_local_copy, judge_warnings,
+                                   lmms_task_name, missing_datasets, split_judge, task_entries)
 from evaluation.command import build_command, eval_settings, model_args
+from evaluation.local_tasks import write_thin_task
 from stagekit import StageRun, run_identity, run_label, run_logged, unknown_keys
 
 TASK_TEMPLATES = Path(__file__).parent / "lmms_tasks"
@@ -31,9 +33,12 @@ def run_evaluation(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixel
     margs = model_args(model_dir, pixels, cfg)
     for task, reason in skipped.items():
         log(f"skipping {task}: {reason}; reported as n/a")
+    for warning in judge_warnings(runnable):
+        log(f"warning: {warning}")
 
     values: dict[str, tuple[float | None, int | None, str | None]] = {}
     if runnable:
+        check_task_imports(runnable)
         write_local_tasks(runnable, out_dir / "tasks")
         if cfg["offline"]:
             _check_offline_data(runnable)
@@ -84,7 +89,8 @@ def lmms_eval_version() -> str:
 # ---------------------------------------------------------------- local tasks
 
 def write_local_tasks(entries: list[dict], tasks_dir: Path) -> None:
-    """Copy each local task's template folder (evaluation/lmms_tasks/<task>/) with its data file's path filled in."""
+    """Copy each local task's template folder (evaluation/lmms_tasks/<task>/) with its data file's path filled in,
+    or, for an installed lmms-eval task, write its thin local copy (evaluation/local_tasks.py)."""
     for e in entries:
         if not e.get("local_data"):
             continue
@@ -92,6 +98,9 @@ def write_local_tasks(entries: list[dict], tasks_dir: Path) -> None:
         if not data.is_file():
             raise EvaluationError(f"task {e['task']}: local data file {data} does not exist "
                                   "(build the embedded world first)")
+        if is_local_copy(e):
+            write_thin_task(e, tasks_dir)
+            continue
         template = TASK_TEMPLATES / e["task"]
         if not template.is_dir():
             raise EvaluationError(f"task {e['task']}: no task template folder {template}")
@@ -117,14 +126,16 @@ def _check_offline_data(entries: list[dict]) -> None:
 
 def latest_results_file(output_path: Path, since: float) -> Path | None:
     """lmms-eval's <output_path>/<model>/<date>_results.json written by this run, if any."""
-    found = [p for p in output_path.glob("*/*_results.json") if p.stat().st_mtime >= since - 1]
+    # submissions/ holds the tasks' own files, some also named *_results.json (MMBench's).
+    found = [p for p in output_path.glob("*/*_results.json")
+             if p.parent.name != "submissions" and p.stat().st_mtime >= since - 1]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def read_scores(results_file: Path | None, entries: list[dict], *, rc: int, log_file: Path,
                 log_tail: list[str]) -> dict[str, tuple[float | None, int | None, str | None]]:
     """{task: (value on the 0-100 scale or None, n, reason)}; raises unless every task has its metric."""
-    tasks = [e["task"] for e in entries]
+    tasks = [lmms_task_name(e) for e in entries]
 
     def fail(what: str) -> EvaluationError:
         return EvaluationError(f"{what}\nlmms-eval exit code {rc}; last lines of {log_file}:\n" + "\n".join(log_tail))
@@ -141,13 +152,13 @@ def read_scores(results_file: Path | None, entries: list[dict], *, rc: int, log_
         raise fail(f"lmms-eval failed after writing {results_file}")
     out = {}
     for e in entries:
-        row = results[e["task"]]
+        row = results[lmms_task_name(e)]
         key = f"{e['metric']},{e['filter']}"
         if key not in row:
             have = sorted(k for k in row if k != "alias" and "_stderr" not in k)
             raise fail(f"task {e['task']} in {results_file} has no metric {key!r} (it has {have})")
         raw = row[key]
-        n = counts.get(e["task"], {}).get("effective")
+        n = counts.get(lmms_task_name(e), {}).get("effective")
         if isinstance(raw, (int, float)):
             out[e["task"]] = (round(float(raw) * float(e["scale"]), 4), n, None)
         else:
