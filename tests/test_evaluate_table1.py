@@ -235,9 +235,8 @@ ROW = {"InfoVQA": "37.5", "DocVQA": "50.0", "ChartQA": "50.0", "RealWorldQA": "5
 @pytest.mark.slow
 def test_all_twelve_benchmarks_run_on_local_data_with_a_loopback_judge(bench_dir, tiny_models, judge_url, tmp_path,
                                                                       monkeypatch):
-    """One lmms-eval run of the twelve tasks. Where Levenshtein is not installed (it is not in the lock),
-    the stage must refuse the set before lmms-eval starts; the other eleven then run, and the test
-    ends as an expected failure naming what MathVista lacks."""
+    """One lmms-eval run of the twelve tasks through the evaluate stage's code path, with a real
+    judge on loopback for the judge tasks."""
     from report import build_table, collect_records, write_report
 
     for var in JUDGE_VARS:
@@ -250,12 +249,6 @@ def test_all_twelve_benchmarks_run_on_local_data_with_a_loopback_judge(bench_dir
     out = tmp_path / "eval"
     bench = local_set(bench_dir)
     run = dict(pixels=PIXELS, eval_cfg=CPU, meta=META)
-    has_levenshtein = importlib.util.find_spec("Levenshtein") is not None
-    if not has_levenshtein:
-        with pytest.raises(EvaluationError, match=f"{MATHVISTA}: module 'Levenshtein'"):
-            run_evaluation(tiny_models["model"], out, benchmarks=bench, log=lambda *_: None, **run)
-        assert not (out / "lmms_eval.log").exists()
-        bench["tasks"] = [t for t in bench["tasks"] if t["task"] != MATHVISTA]
     shown: list[str] = []
     results = run_evaluation(tiny_models["model"], out, benchmarks=bench, log=shown.append, **run)
     # MMBench still scores: an "A" is read as option A without asking any judge
@@ -273,22 +266,18 @@ def test_all_twelve_benchmarks_run_on_local_data_with_a_loopback_judge(bench_dir
         raw = scores[f"{e['task']}_local"][f"{e['metric']},{e['filter']}"]
         assert round(raw * e["scale"], 4) == EXPECTED_IF_ALWAYS_A[e["task"]]
     # The judge answered: MathVista's extractions and MM-Vet's grades are its "1".
-    if has_levenshtein:
-        assert [s["llm_as_judge_eval"]["extraction"] for s in _samples(out, MATHVISTA)] == ["1"] * 4
+    assert [s["llm_as_judge_eval"]["extraction"] for s in _samples(out, MATHVISTA)] == ["1"] * 4
     assert [s["gpt_eval_score"]["score"] for s in _samples(out, "mmvet")] == [1.0] * 3
     posts = judge_url["log"].read_text().count('"POST /v1/chat/completions HTTP/1.1" 200')
-    assert posts == (4 if has_levenshtein else 0) + 3
+    assert posts == 4 + 3
 
     table = build_table(collect_records([results]))
-    columns = [c for c in ROW if has_levenshtein or c != "MathVista"]
+    columns = list(ROW)
     assert table.benchmarks == columns
     markdown = write_report(collect_records([results]), tmp_path / "report", plots=False)["markdown_text"]
     (row,) = [line for line in markdown.splitlines() if line.startswith("| Tiny+Tiny-ViT | Synthetic-Dense |")]
     cells = [c.strip().strip("*") for c in row.strip("|").split("|")][2:]
-    assert cells[:len(columns) + 1] == [ROW[c] for c in columns] + ["51.0" if has_levenshtein else "51.1"]
-    if not has_levenshtein:
-        pytest.xfail("MathVista left out: lmms-eval's MathVista imports Levenshtein (its optional [metrics] "
-                     "extra), which requirements/lock.txt lacks")
+    assert cells[:len(columns) + 1] == [ROW[c] for c in columns] + ["51.0"]
 
 
 def test_without_a_judge_the_judge_tasks_are_na_with_the_reason(bench_dir, tmp_path, no_judge):
