@@ -47,8 +47,23 @@ def build_chain(cfg: Mapping) -> list[Stage]:
     specs: list[dict] = []
     for kind in CHAIN_ORDER:
         specs += [{**spec, "kind": kind.KIND, "version": kind.VERSION} for spec in kind.stages(cfg, list(specs))]
-    stages = [_stage(spec) for spec in specs]
+    stages = [_stage(spec) for spec in _reads_first(specs)]
     return _until(stages, cfg.get("until"))
+
+
+def _reads_first(specs: list[dict]) -> list[dict]:
+    """Kind order, except that a stage moves after a later kind's stage it reads (a recaptioned
+    caption source: data_prep.captions reads recaption, which reads another data_prep stage)."""
+    ordered: list[dict] = []
+    waiting = list(specs)
+    while waiting:
+        placed = {s["name"] for s in ordered}
+        ready = next((s for s in waiting if set((s.get("inputs") or {}).values()) <= placed), None)
+        if ready is None:   # a cycle or a missing stage: chain_fingerprints names it
+            return ordered + waiting
+        ordered.append(ready)
+        waiting.remove(ready)
+    return ordered
 
 
 def _stage(spec: dict) -> Stage:

@@ -16,8 +16,9 @@ from data_prep import stage as data_prep
 from embedded import stage as world
 from evaluation import stage as evaluate
 from init_vlm import stage as init_vlm
+from recaption import stage as recaption
 from report import stage as report
 from train import stage as train
 
-CHAIN_ORDER = (world, init_vlm, data_prep, train, evaluate, report)
+CHAIN_ORDER = (world, init_vlm, data_prep, recaption, train, evaluate, report)
 KINDS = {k.KIND: k for k in CHAIN_ORDER}
