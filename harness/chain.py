@@ -45,10 +45,18 @@ def resolve_world(node: Any, world_dir: str | None) -> Any:
 
 def build_chain(cfg: Mapping) -> list[Stage]:
     specs: list[dict] = []
-    for kind in CHAIN_ORDER:
+    for kind in active_kinds(cfg):
         specs += [{**spec, "kind": kind.KIND, "version": kind.VERSION} for spec in kind.stages(cfg, list(specs))]
     stages = [_stage(spec) for spec in _reads_first(specs)]
     return _until(stages, cfg.get("until"))
+
+
+def active_kinds(cfg: Mapping) -> list:
+    """The kinds of this run's pipeline: `pretrain` (the paper's Table 1/2 chain) or `prism`
+    (caption quality, Table 3). A kind lists the pipelines it takes part in (PIPELINES);
+    without the attribute it belongs to `pretrain`."""
+    pipeline = cfg.get("pipeline", "pretrain")
+    return [k for k in CHAIN_ORDER if pipeline in getattr(k, "PIPELINES", ("pretrain",))]
 
 
 def _reads_first(specs: list[dict]) -> list[dict]:
