@@ -76,4 +76,4 @@ def test_the_embedded_fingerprints_are_pinned(results_dir):
     VERSION bump, a new deciding key), and say so in the change."""
     fps = fingerprints()
     assert {k: v[:16] for k, v in fps.items() if k in ("world", "init_vlm", "train.alignment")} == {
-        "world": "e45ecd4433f25d53", "init_vlm": "4048ac76a35299af", "train.alignment": "7aa7f1ef280d10c7"}
+        "world": "eb49ceba8df33e11", "init_vlm": "7fd38b6e3099f784", "train.alignment": "53ff3e489c9aa042"}
