@@ -63,6 +63,8 @@ def extract_answer(reply: str) -> str:
     boxed = last_boxed(text)
     if boxed:
         return boxed
+    if "\\boxed{" in text:
+        raise NoAnswer(f"no \\boxed{{}} answer: the last box is never closed (cut off by max_tokens?): {text[-80:]!r}")
     tags = _ANSWER_TAG.findall(text)
     if tags and tags[-1].strip():
         return tags[-1].strip()
@@ -134,8 +136,8 @@ def to_number(text: str) -> float | None:
 
 
 def exact(pred: str, gold: str) -> float:
-    if len(gold) == 1 and gold.upper() in _LETTERS:
-        return float(option_letter(pred) == gold.upper())
+    if len(gold) == 1 and gold in _LETTERS:   # an option question: the letter decides
+        return float(option_letter(pred) == gold)
     p, g = to_number(pred), to_number(gold)
     if p is not None and g is not None:
         return float(abs(p - g) <= 1e-9 * max(1.0, abs(g)))
