@@ -26,11 +26,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import httpx  # noqa: E402
+import httpx
 
-from recaption.client import image_messages, image_url  # noqa: E402
-from recaption.endpoint import parse_endpoint  # noqa: E402
-from recaption.stage import caption_images  # noqa: E402
+from recaption.client import image_messages, image_url
+from recaption.endpoint import parse_endpoint
+from recaption.stage import caption_images
 
 TARGET_AT_16 = 12.0
 

@@ -8,8 +8,8 @@ counted in the record's `reason`, never counted as correct."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from statistics import fmean
-from typing import Mapping
 
 from prism.score import GoldError, NoAnswer, extract_answer, gold_answers, score_reply
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Mapping
 
 from stagekit import StageRun, unknown_keys, write_json_atomic
 
@@ -96,8 +96,8 @@ def load_questions(config: Mapping) -> list:
 
 def run_captions(job: StageRun) -> dict:
     from recaption.endpoint import endpoint_from
-    from recaption.stage import caption_images
     from recaption.engine import check_failures
+    from recaption.stage import caption_images
 
     c = job.config
     ep = endpoint_from(c["captioner"], job.settings["captioner"])
@@ -169,7 +169,7 @@ def write_scores(out_dir: Path, questions: list, answers: Mapping[str, str], c: 
     details = [question_detail(q, [answers.get(answer_key(q, k)) for k in range(c["samples"])], metrics[q.benchmark])
                for q in questions]
     (out_dir / DETAILS).write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in details))
-    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     mean, best = benchmark_records(details, c, BACKBONE, stamp)
     (out_dir / RESULTS).write_text("".join(json.dumps(r) + "\n" for r in mean))
     (out_dir / BEST_OF_N).write_text("".join(json.dumps(r) + "\n" for r in best))

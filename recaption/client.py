@@ -15,7 +15,7 @@ import base64
 import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import httpx
 
@@ -28,10 +28,6 @@ _MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif
 
 class EndpointRejected(RuntimeError):
     """A 4xx that every request would get: the run stops and says what to fix."""
-
-
-class EndpointDown(RuntimeError):
-    """The endpoint could not be reached at all before any work."""
 
 
 class RequestFailed(Exception):
@@ -74,7 +70,7 @@ class ChatClient:
         limits = httpx.Limits(max_connections=ep.concurrency, max_keepalive_connections=ep.concurrency)
         self._http = httpx.AsyncClient(headers=headers, limits=limits, timeout=httpx.Timeout(ep.timeout_s))
 
-    async def __aenter__(self) -> "ChatClient":
+    async def __aenter__(self) -> ChatClient:
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -168,9 +164,3 @@ def _snippet(resp: httpx.Response, limit: int = 300) -> str:
 def describe_down(base_url: str, exc: BaseException) -> str:
     return (f"endpoint {base_url} cannot be reached ({exc}); start the server (README: serving a captioner) "
             "or fix base_url")
-
-
-def settings_view(ep: Endpoint) -> Mapping[str, Any]:
-    """What a log may show of an endpoint: never the key, only the variable's name."""
-    return {"model": ep.model, "concurrency": ep.concurrency, "timeout_s": ep.timeout_s, "retries": ep.retries,
-            "api_key_env": ep.api_key_env}

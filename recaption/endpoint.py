@@ -14,8 +14,9 @@ it is never part of a config, a file or a log line.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 # The one place a captioner's optional keys get their defaults (offered to the YAMLs as the
 # base config `captioner_defaults`). Prompt and sampling are the paper's (Prism protocol).

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from recaption.client import ChatClient, EndpointRejected, RequestFailed
+from recaption.client import ChatClient, RequestFailed
 from recaption.journal import Journal
 
 
@@ -84,11 +84,9 @@ async def _worker(client: ChatClient, queue: asyncio.Queue, journal: Journal, ou
         item = queue.get_nowait()
         try:
             reply = await client.chat(item.messages(), n=item.n, what=f"{item.key}")
-        except RequestFailed as exc:
+        except RequestFailed as exc:   # EndpointRejected propagates: run_items stops every worker
             out.failed[item.key] = str(exc)
             continue
-        except EndpointRejected:
-            raise
         journal.append({"key": item.key, **item.meta, "texts": reply.texts,
                         "completion_tokens": reply.completion_tokens, "finish_reasons": reply.finish_reasons})
         out.succeeded += 1

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from stagekit import StageRun, write_json_atomic
 
@@ -74,7 +74,7 @@ def problems(cfg: Mapping) -> list[str]:
         out.append(str(exc))
     images = rc.get("images")
     if not images:
-        out.append(f"captions.recaption.images: name a caption source (its images) or an image list file")
+        out.append("captions.recaption.images: name a caption source (its images) or an image list file")
     unknown = sorted(set(rc) - {"images"})
     if unknown:
         out.append(f"captions.recaption: unknown keys {', '.join(unknown)}; valid keys: images")

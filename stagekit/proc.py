@@ -16,9 +16,9 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 # A variable is secret when one of these words is a whole `_`-separated part of its name:
 # OPENAI_API_KEY, HF_TOKEN, AWS_BEARER_TOKEN_BEDROCK, DB_PASSWORD; not TOKENIZERS_PARALLELISM.
@@ -104,7 +104,7 @@ class Serving:
         self._thread.join(timeout=10)
         self._log.close()
 
-    def __enter__(self) -> "Serving":
+    def __enter__(self) -> Serving:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -121,8 +121,8 @@ def test_killed_server_restart_and_rerun_requests_only_the_missing_images(world,
 
 def test_prism_end_to_end_against_the_real_server(world, server, tmp_path):
     from prism.stage import run
-    from report.write import write_report
     from report.records import collect_records
+    from report.write import write_report
 
     files = {name: world / "prism" / f"lmm_eval_synth_{name}.json" for name in ("shapes", "choice", "counts")}
     benchmarks = [{"name": "SynthShapes", "file": str(files["shapes"]), "metric": "exact"},
