@@ -164,3 +164,18 @@ def test_a_template_prompt_without_its_image_slot_is_refused():
 def test_a_missing_prism_file_is_named(tmp_path):
     with pytest.raises(PrismFileError, match=rf"Prism file {tmp_path}/nope.json: No such file"):
         read_questions("X", tmp_path / "nope.json", tmp_path)
+
+
+def test_prism_records_of_a_paper_captioner_sit_beside_table_3(tmp_path):
+    from report.paper import PRISM_TABLE
+    from report.write import write_report
+
+    base = {"run": "prism/caprl_3b", "backbone": "Prism", "caption_source": "CapRL-3B", "metric": "prism_mean",
+            "n": 10, "status": "ok", "reason": None, "lmms_eval_version": None, "model_args": None,
+            "timestamp": "2026-11-30T00:00:00Z"}
+    records = [{**base, "benchmark": "ChartQA", "task": "prism:lmm_eval_chartqa.json", "value": 70.25},
+               {**base, "benchmark": "InfoVQA", "task": "prism:lmm_eval_infovqa.json", "value": 60.0}]
+    written = write_report(records, tmp_path, paper_csv=[PRISM_TABLE], plots=False)
+    lines = written["paper_comparison_md"].read_text().splitlines()
+    assert any("| paper |" in line and "| 64.8 | 80.5 |" in line for line in lines)              # Table 3
+    assert any("measured" in line and "| 60.0 | 70.3 |" in line for line in lines)              # ours
