@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-from stagekit import StageRun, unknown_keys, write_json_atomic
+from stagekit import StageRun, run_label, unknown_keys, write_json_atomic
 
 KIND = "prism"
 VERSION = 1
@@ -43,7 +43,7 @@ def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
     answers = {"name": "prism", "resumable": True, "inputs": {"captions": "prism.captions"},
                "config": {"answerer": output_config(ans), "answer_prompt": p["answer_prompt"], **files,
                           "samples": p["samples"],
-                          "meta": {"run": f"{cfg['experiment_name']}/{cap['name']}", "caption_source": label}},
+                          "meta": {"run": run_label(cfg), "caption_source": label}},
                "settings": {"answerer": run_settings(ans)},
                "summary": f"{ans.get('label') or ans['name']} answers from the captions; Mean and best-of-"
                           f"{p['samples']} per benchmark"}

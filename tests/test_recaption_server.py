@@ -153,3 +153,18 @@ def test_prism_end_to_end_against_the_real_server(world, server, tmp_path):
     assert all(best[b] >= info["scores"][b] for b in rows)                      # best-of-N never below the Mean
     table = write_report(records, tmp_path / "report", plots=False)["markdown_text"]
     assert "| Prism | Tiny |" in table
+
+
+def test_one_command_scores_the_embedded_captioner_with_prism(shared_results):
+    """`python -m harness run experiment=prism`: the harness serves the tiny captioner itself
+    (llamafactory-cli api on a free port), captions, answers, scores and reports; run again,
+    every stage is skipped."""
+    from tests.conftest import read_status, run_harness
+
+    run_harness(shared_results, "run", "experiment=prism", timeout=900)
+    run_dir = shared_results / "runs" / "prism" / "embedded"
+    assert [s["state"] for s in read_status(run_dir)["stages"].values()] == ["done"] * 4
+    table = (run_dir / "stages" / "report" / "table.md").read_text()
+    assert "| Prism | Tiny-Qwen2.5-VL |" in table
+    again = run_harness(shared_results, "run", "experiment=prism", timeout=300)
+    assert again.stdout.count("done already") == 4
