@@ -128,11 +128,16 @@ def run_answers(job: StageRun) -> dict:
     ep = endpoint_from(c["answerer"], job.settings["answerer"], "prism.answerer")
     questions = load_questions(c)
     captions = {k: r["texts"] for k, r in load(job.inputs["captions"] / "journal.jsonl").items()}
-    items = [Item(key=answer_key(q, k), meta={"benchmark": q.benchmark, "qid": q.qid, "sample": k},
-                  messages=lambda q=q, cap=cap: answer_messages(q.system, c["answer_prompt"], cap, q.question))
-             for q in questions if q.image in captions for k, cap in enumerate(captions[q.image][:c["samples"]])]
-    job.log(f"{len(questions)} questions, {len(items)} answers to ask {ep.name} ({ep.model})")
-    out = asyncio.run(_ask(ep, items, job))
+    asks = {answer_key(q, k): (q, cap) for q in questions if q.image in captions
+            for k, cap in enumerate(captions[q.image][:c["samples"]])}
+
+    def make(key: str) -> Item:
+        q, cap = asks[key]
+        return Item(key, answer_messages(q.system, c["answer_prompt"], cap, q.question),
+                    meta={"benchmark": q.benchmark, "qid": q.qid})
+
+    job.log(f"{len(questions)} questions, {len(asks)} answers to ask {ep.name} ({ep.model})")
+    out = asyncio.run(_ask(ep, list(asks), make, job))
     problem = check_failures(out, ep.max_failed_fraction, job.out_dir / "failures.jsonl", "answers")
     if problem:
         raise RuntimeError(problem)
@@ -144,7 +149,7 @@ def answer_key(q, k: int) -> str:
     return f"{q.benchmark}/{q.qid}/{k}"
 
 
-async def _ask(ep, items, job: StageRun):
+async def _ask(ep, keys: list[str], make, job: StageRun):
     from recaption.client import ChatClient, RequestFailed, describe_down
     from recaption.engine import run_items
     from recaption.journal import Journal
@@ -158,8 +163,8 @@ async def _ask(ep, items, job: StageRun):
                 await client.check_model()
             except RequestFailed as exc:
                 raise RuntimeError(describe_down(base, exc)) from None
-            return await run_items(client, items, journal, log=job.log, what="answers", progress_s=ep.progress_s,
-                                   runs_log=out_dir / "runs.jsonl")
+            return await run_items(client, keys, make, journal, log=job.log, what="answers",
+                                   progress_s=ep.progress_s, runs_log=out_dir / "runs.jsonl")
 
 
 def write_scores(out_dir: Path, questions: list, answers: Mapping[str, str], c: Mapping, log) -> dict:

@@ -24,9 +24,14 @@ from recaption.journal import Journal
 @dataclass
 class Item:
     key: str
-    messages: Callable[[], list[dict]]    # built when sent, so images are read only when needed
-    n: int = 1                            # completions wanted
+    messages: list[dict]
+    n: int = 1                                 # completions wanted
     meta: dict = field(default_factory=dict)   # copied into the journal record
+
+
+# key -> its request, built by the worker that sends it: a million pending images are a million
+# strings in the queue, and each image file is read only when its request goes out.
+MakeItem = Callable[[str], Item]
 
 
 @dataclass
@@ -43,8 +48,8 @@ class Outcome:
         return self.total - self.done_before - self.succeeded
 
 
-def pending(items: list[Item], journal: Journal) -> list[Item]:
-    return [it for it in items if it.key not in journal.done]
+def pending(keys: list[str], journal: Journal) -> list[str]:
+    return [k for k in keys if k not in journal.done]
 
 
 def record_run(path: Path, what: str, keys: list[str]) -> None:
@@ -52,20 +57,20 @@ def record_run(path: Path, what: str, keys: list[str]) -> None:
         fh.write(json.dumps({"what": what, "started": time.time(), "requested": keys}) + "\n")
 
 
-async def run_items(client: ChatClient, items: list[Item], journal: Journal, *, log, what: str = "images",
-                    progress_s: float = 10.0, runs_log: Path | None = None) -> Outcome:
-    """Request every item the journal lacks; returns the account. EndpointRejected stops all."""
-    todo = pending(items, journal)
-    out = Outcome(total=len(items), done_before=len(items) - len(todo))
+async def run_items(client: ChatClient, keys: list[str], make: MakeItem, journal: Journal, *, log,
+                    what: str = "images", progress_s: float = 10.0, runs_log: Path | None = None) -> Outcome:
+    """Request every key the journal lacks; returns the account. EndpointRejected stops all."""
+    todo = pending(keys, journal)
+    out = Outcome(total=len(keys), done_before=len(keys) - len(todo))
     if runs_log is not None:
-        record_run(runs_log, what, [it.key for it in todo])
+        record_run(runs_log, what, todo)
     if out.done_before:
-        log(f"{out.done_before} of {len(items)} {what} already done; requesting the other {len(todo)}")
-    queue: asyncio.Queue[Item] = asyncio.Queue()
-    for it in todo:
-        queue.put_nowait(it)
+        log(f"{out.done_before} of {len(keys)} {what} already done; requesting the other {len(todo)}")
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for key in todo:
+        queue.put_nowait(key)
     t0 = time.monotonic()
-    workers = [asyncio.create_task(_worker(client, queue, journal, out)) for _ in range(client.ep.concurrency)]
+    workers = [asyncio.create_task(_worker(client, queue, make, journal, out)) for _ in range(client.ep.concurrency)]
     reporter = asyncio.create_task(_progress(out, len(todo), t0, log, what, progress_s))
     try:
         await asyncio.gather(*workers)
@@ -79,13 +84,14 @@ async def run_items(client: ChatClient, items: list[Item], journal: Journal, *, 
     return out
 
 
-async def _worker(client: ChatClient, queue: asyncio.Queue, journal: Journal, out: Outcome) -> None:
+async def _worker(client: ChatClient, queue: asyncio.Queue, make: MakeItem, journal: Journal, out: Outcome) -> None:
     while not queue.empty():
-        item = queue.get_nowait()
+        key = queue.get_nowait()
         try:
-            reply = await client.chat(item.messages(), n=item.n, what=f"{item.key}")
+            item = make(key)
+            reply = await client.chat(item.messages, n=item.n, what=key)
         except RequestFailed as exc:   # EndpointRejected propagates: run_items stops every worker
-            out.failed[item.key] = str(exc)
+            out.failed[key] = str(exc)
             continue
         journal.append({"key": item.key, **item.meta, "texts": reply.texts,
                         "completion_tokens": reply.completion_tokens, "finish_reasons": reply.finish_reasons})

@@ -99,20 +99,27 @@ def run(job: StageRun) -> dict:
 
 async def caption_images(ep, keys: list[str], image_root: Path, out_dir: Path, log, samples: int = 1):
     """Caption every image of `keys` that the journal in out_dir lacks; the engine's account."""
-    from recaption.client import ChatClient, RequestFailed, describe_down, image_messages, image_url
+    from recaption.client import (
+        ChatClient,
+        RequestFailed,
+        describe_down,
+        image_messages,
+        image_url,
+    )
     from recaption.engine import Item, run_items
     from recaption.journal import Journal
     from recaption.serve import endpoint_url
 
-    items = [Item(key=k, n=samples, meta={"image": k},
-                  messages=lambda k=k: image_messages(ep, image_url(image_root / k))) for k in keys]
+    def make(key: str) -> Item:
+        return Item(key, image_messages(ep, image_url(image_root / key)), n=samples)
+
     with endpoint_url(ep, out_dir, out_dir / f"server_{ep.name}.log", log) as base, Journal(out_dir / JOURNAL) as journal:
         async with ChatClient(ep, base) as client:
             try:
                 await client.check_model()
             except RequestFailed as exc:
                 raise RuntimeError(describe_down(base, exc)) from None
-            return await run_items(client, items, journal, log=log, what="images", progress_s=ep.progress_s,
+            return await run_items(client, keys, make, journal, log=log, what="images", progress_s=ep.progress_s,
                                    runs_log=out_dir / RUNS)
 
 
@@ -120,15 +127,20 @@ def write_source(out_dir: Path, keys: list[str], out, ep) -> dict:
     """captions.jsonl in image-set order (not completion order: the same captions give the same
     file), failures.jsonl, and the stage's summary; raises when too many images failed."""
     from recaption.engine import check_failures
-    from recaption.journal import load
+    from recaption.journal import offsets_in_order
 
-    done = load(out_dir / JOURNAL)
-    rows = [{"image": k, "caption": done[k]["texts"][0]} for k in keys if k in done]
+    journal = out_dir / JOURNAL
     tmp = out_dir / f".{CAPTIONS}.tmp"
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    written = 0
+    with open(journal, "rb") as src, open(tmp, "w", encoding="utf-8") as dst:
+        for offset in offsets_in_order(journal, keys):
+            src.seek(offset)
+            record = json.loads(src.readline())
+            dst.write(json.dumps({"image": record["key"], "caption": record["texts"][0]}, ensure_ascii=False) + "\n")
+            written += 1
     tmp.replace(out_dir / CAPTIONS)
     problem = check_failures(out, ep.max_failed_fraction, out_dir / FAILURES, "images")
-    summary = {"images": len(keys), "captioned": len(rows), "failed": len(out.failed),
+    summary = {"images": len(keys), "captioned": written, "failed": len(out.failed),
                "requested_this_run": out.total - out.done_before, "seconds": round(out.seconds, 1),
                "images_per_s": round(out.succeeded / out.seconds, 3) if out.seconds else None,
                "tokens_per_s": round(out.tokens / out.seconds, 1) if out.seconds else None}
