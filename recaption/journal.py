@@ -11,8 +11,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 
 class JournalError(RuntimeError):

@@ -99,13 +99,7 @@ def run(job: StageRun) -> dict:
 
 async def caption_images(ep, keys: list[str], image_root: Path, out_dir: Path, log, samples: int = 1):
     """Caption every image of `keys` that the journal in out_dir lacks; the engine's account."""
-    from recaption.client import (
-        ChatClient,
-        RequestFailed,
-        describe_down,
-        image_messages,
-        image_url,
-    )
+    from recaption.client import ChatClient, RequestFailed, describe_down, image_messages, image_url
     from recaption.engine import Item, run_items
     from recaption.journal import Journal
     from recaption.serve import endpoint_url
