@@ -209,3 +209,29 @@ def test_the_server_command_masks_the_key_in_its_log(tmp_path):
     text = log.read_text()
     assert "key is ***" in text and "API_KEY='***'" in text and "sk-secret-123456" not in text
     assert not srv.alive()
+
+
+# ---------------------------------------------------------------- image sets
+
+def test_an_image_list_is_read_relative_to_its_root_once_per_image(tmp_path):
+    from recaption.images import ImageSetError, listed_images
+
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"# the images to re-caption\na/1.png\n\n./a/2.png\na/1.png\n{tmp_path}/root/b/3.png\n")
+    assert listed_images(str(listing), str(tmp_path / "root")) == ["a/1.png", "a/2.png", "b/3.png"]
+    listing.write_text("a/1.png\n../escape.png\n")
+    with pytest.raises(ImageSetError, match=r"list.txt, line 2: image '../escape.png' is outside image_root"):
+        listed_images(str(listing), str(tmp_path / "root"))
+
+
+def test_the_images_of_a_data_prep_output_in_row_order(tmp_path):
+    from recaption.images import prepared_images
+
+    shards = tmp_path / "prep" / "src"
+    shards.mkdir(parents=True)
+    (tmp_path / "prep" / "dataset_info.json").write_text(json.dumps({"src": {"file_name": str(shards)}}))
+    root = tmp_path / "images"
+    rows = [{"messages": [], "images": [f"{root}/b.png"]}, {"messages": [], "images": [f"{root}/a.png"]},
+            {"messages": [], "images": [f"{root}/b.png"]}]
+    (shards / "shard-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert prepared_images(tmp_path / "prep", str(root)) == ["b.png", "a.png"]
