@@ -1,8 +1,12 @@
 """From a composed config to the ordered chain of stages of one run.
 
+    pipeline=pretrain (Tables 1-2):
     world (embedded only) -> init_vlm -> data_prep.{align_data,captions,sft_data}
+      [a recaptioned caption source: data_prep.recaption_images -> recaption -> data_prep.captions]
       -> train.alignment -> train.further_pretrain (not for vanilla) -> train.sft
       -> evaluate [-> evaluate.reference] -> report
+    pipeline=prism (Table 3):
+    world (embedded only) -> prism.captions -> prism -> report
 
 Each kind module (harness/kinds.py) says which stages it has and what decides their output;
 this module only puts them in order, and makes every stage whose config points into the

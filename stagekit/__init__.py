@@ -1,5 +1,6 @@
 """What every stage kind shares, below the harness: the description of one stage's run, the one
-subprocess runner, and durable files (atomic JSON, file locks).
+subprocess runner (run_logged for a tool that finishes, Serving for a server beside the stage),
+and durable files (atomic JSON, file locks).
 
 Stage packages (init_vlm, data_prep, train, evaluation, report, embedded) import this, never
 `harness`: the harness sequences stages and owns the store; a stage only sees the explicit paths
