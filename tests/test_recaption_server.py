@@ -168,3 +168,18 @@ def test_one_command_scores_the_embedded_captioner_with_prism(shared_results):
     assert "| Prism | Tiny-Qwen2.5-VL |" in table
     again = run_harness(shared_results, "run", "experiment=prism", timeout=300)
     assert again.stdout.count("done already") == 4
+
+
+def test_a_recaptioned_source_feeds_data_prep_through_the_harness(shared_results):
+    """`python -m harness run captions=recaptioned_synthetic` up to the prepared captions: the
+    harness serves the tiny captioner, re-captions the 48 training images that data_prep kept,
+    and data_prep reads the result like any caption source."""
+    from tests.conftest import read_status, run_harness, stage_dir
+
+    run_harness(shared_results, "run", "captions=recaptioned_synthetic", "until=data_prep.captions", timeout=900)
+    run_dir = shared_results / "runs" / "embedded" / "tiny-recaptioned_synthetic"
+    assert read_status(run_dir)["stages"]["recaption"]["state"] == "done"
+    summary = json.loads((stage_dir(run_dir, "recaption") / "summary.json").read_text())
+    assert (summary["images"], summary["captioned"], summary["failed"]) == (48, 48, 0)
+    manifest = json.loads((stage_dir(run_dir, "data_prep.captions") / "manifest.json").read_text())
+    assert (manifest["rows_read"], manifest["rows_kept"]) == (48, 48)
