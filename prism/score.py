@@ -5,7 +5,8 @@ Metrics (per benchmark, configs/hydra/prism/):
              VQA normalisation (case, punctuation, articles, number words) on both sides
     relaxed  chart and infographic data: a number within 5% of the gold (also read as a
              percentage or a fraction, the x1 / x0.01 / x100 scales of the reference scorer),
-             otherwise as `exact`
+             otherwise as `exact`. The 5% is of the gold, as ChartQA defines it (the reference
+             scorer swaps the two and measures it against the prediction)
     anls     InfoVQA: the better of `relaxed` and ANLS (normalised Levenshtein similarity, 0 below 0.5)
 
 A gold answer that cannot be read is a GoldError: the question is counted and reported as an
