@@ -17,6 +17,11 @@ KIND = "data_prep"
 VERSION = 2
 ROLES = ("align_data", "captions", "sft_data")
 RUN_ONLY = ("workers", "expected_rows", "hub")
+# A recaptioned caption source (recaption/stage.py) reads the recaption stage's output through
+# this prefix; its `recaption` block decides that stage's output, which reaches this one's
+# fingerprint as the `recaption` input.
+RECAPTION_PREFIX = "recaption://"
+RECAPTION_IMAGES = "data_prep.recaption_images"
 
 
 def has_data(source: Mapping) -> bool:
@@ -30,13 +35,28 @@ def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
         source = cfg[role]
         if not has_data(source):
             continue
-        config = {"source": {k: v for k, v in source.items() if k not in RUN_ONLY},
-                  "pixels": dict(cfg["pixels"]),
-                  "cutoff_len": cfg["train"]["common"]["cutoff_len"]}
-        out.append({"name": f"data_prep.{role}", "config": config, "inputs": {"model": "init_vlm"},
-                    "settings": {"workers": source.get("workers")},
-                    "summary": f"{source['label']} ({source['reader']}) -> LLaMA-Factory sharegpt shards"})
+        recaption = source.get("recaption")
+        if recaption and isinstance(recaption.get("images"), Mapping):
+            out.append(_stage(RECAPTION_IMAGES, recaption["images"], cfg, {"model": "init_vlm"}))
+        inputs = {"model": "init_vlm", **({"recaption": "recaption"} if recaption else {})}
+        out.append(_stage(f"data_prep.{role}", source, cfg, inputs))
     return out
+
+
+def _stage(name: str, source: Mapping, cfg: Mapping, inputs: dict) -> dict:
+    config = {"source": {k: v for k, v in source.items() if k not in (*RUN_ONLY, "recaption")},
+              "pixels": dict(cfg["pixels"]),
+              "cutoff_len": cfg["train"]["common"]["cutoff_len"]}
+    return {"name": name, "config": config, "inputs": inputs, "settings": {"workers": source.get("workers")},
+            "summary": f"{source['label']} ({source['reader']}) -> LLaMA-Factory sharegpt shards"}
+
+
+def with_recaption_paths(source: Mapping, recaption_dir) -> dict:
+    """recaption://x -> <the recaption stage's folder>/x."""
+    paths = source["paths"]
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    return {**source, "paths": [f"{recaption_dir}/{p[len(RECAPTION_PREFIX):]}" if p.startswith(RECAPTION_PREFIX) else p
+                                for p in paths]}
 
 
 def problems(cfg: Mapping) -> list[str]:
@@ -48,6 +68,8 @@ def problems(cfg: Mapping) -> list[str]:
         if has_data(cfg[role]):
             try:
                 parse_source(cfg[role])
+                if isinstance((cfg[role].get("recaption") or {}).get("images"), Mapping):
+                    parse_source(cfg[role]["recaption"]["images"])
             except DataPrepError as exc:
                 out.append(f"{role}: {exc}")
     return out
@@ -57,7 +79,8 @@ def run(job: StageRun) -> dict:
     from data_prep import prepare_dataset
 
     c = job.config
-    manifest = prepare_dataset(c["source"], job.out_dir, dataset_name=c["source"]["name"], pixels=c["pixels"],
+    source = with_recaption_paths(c["source"], job.inputs["recaption"]) if "recaption" in job.inputs else c["source"]
+    manifest = prepare_dataset(source, job.out_dir, dataset_name=c["source"]["name"], pixels=c["pixels"],
                                cutoff_len=c["cutoff_len"], tokenizer_dir=job.inputs["model"] / "model",
                                seed=c["source"].get("seed", 0), workers=job.settings.get("workers"), log=job.log)
     keys = ("rows_read", "rows_kept", "rejected", "total_text_tokens", "total_visual_tokens")

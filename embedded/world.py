@@ -3,6 +3,7 @@
     <world>/images/{train,bench}/*.png      synthetic scenes (embedded/synthetic.py)
     <world>/sources/*.json(l)               caption/SFT sources in the public formats
     <world>/bench/vqa.jsonl                 held-out VQA benchmark
+    <world>/prism/*.json                    the same images as a small Prism set (embedded/prism_set.py)
     <world>/tokenizer/                      byte-level BPE trained on the world's texts
     <world>/vit_source/                     tiny Qwen2.5-VL (its ViT is what init_vlm keeps)
     <world>/llm_source/                     tiny Qwen2 LM with a different hidden size
@@ -18,12 +19,14 @@ from typing import Mapping
 
 
 def build_world(out_dir: Path, cfg: Mapping, log=print) -> dict:
+    from embedded.prism_set import build_prism_set
     from embedded.synthetic import build_synthetic_data
     from embedded.tiny_models import build_tiny_llm_source, build_tiny_vit_source
     from embedded.tokenizer import train_tokenizer
 
     data = build_synthetic_data(out_dir, n_train=cfg["n_train"], n_bench=cfg["n_bench"], seed=cfg["seed"])
     log(f"synthetic data: {cfg['n_train']} training and {cfg['n_bench']} benchmark images")
+    build_prism_set(out_dir, Path(data["bench_vqa"]))
     texts = Path(data["texts"]).read_text().splitlines()
     tok = train_tokenizer(texts, out_dir / "tokenizer", vocab_size=cfg["vocab_size"])
     log(f"tokenizer trained on {len(texts)} lines (vocab {cfg['vocab_size']})")

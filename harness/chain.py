@@ -1,8 +1,12 @@
 """From a composed config to the ordered chain of stages of one run.
 
+    pipeline=pretrain (Tables 1-2):
     world (embedded only) -> init_vlm -> data_prep.{align_data,captions,sft_data}
+      [a recaptioned caption source: data_prep.recaption_images -> recaption -> data_prep.captions]
       -> train.alignment -> train.further_pretrain (not for vanilla) -> train.sft
       -> evaluate [-> evaluate.reference] -> report
+    pipeline=prism (Table 3):
+    world (embedded only) -> prism.captions -> prism -> report
 
 Each kind module (harness/kinds.py) says which stages it has and what decides their output;
 this module only puts them in order, and makes every stage whose config points into the
@@ -45,10 +49,33 @@ def resolve_world(node: Any, world_dir: str | None) -> Any:
 
 def build_chain(cfg: Mapping) -> list[Stage]:
     specs: list[dict] = []
-    for kind in CHAIN_ORDER:
+    for kind in active_kinds(cfg):
         specs += [{**spec, "kind": kind.KIND, "version": kind.VERSION} for spec in kind.stages(cfg, list(specs))]
-    stages = [_stage(spec) for spec in specs]
+    stages = [_stage(spec) for spec in _reads_first(specs)]
     return _until(stages, cfg.get("until"))
+
+
+def active_kinds(cfg: Mapping) -> list:
+    """The kinds of this run's pipeline: `pretrain` (the paper's Table 1/2 chain) or `prism`
+    (caption quality, Table 3). A kind lists the pipelines it takes part in (PIPELINES);
+    without the attribute it belongs to `pretrain`."""
+    pipeline = cfg.get("pipeline", "pretrain")
+    return [k for k in CHAIN_ORDER if pipeline in getattr(k, "PIPELINES", ("pretrain",))]
+
+
+def _reads_first(specs: list[dict]) -> list[dict]:
+    """Kind order, except that a stage moves after a later kind's stage it reads (a recaptioned
+    caption source: data_prep.captions reads recaption, which reads another data_prep stage)."""
+    ordered: list[dict] = []
+    waiting = list(specs)
+    while waiting:
+        placed = {s["name"] for s in ordered}
+        ready = next((s for s in waiting if set((s.get("inputs") or {}).values()) <= placed), None)
+        if ready is None:   # a cycle or a missing stage: chain_fingerprints names it
+            return ordered + waiting
+        ordered.append(ready)
+        waiting.remove(ready)
+    return ordered
 
 
 def _stage(spec: dict) -> Stage:

@@ -31,6 +31,8 @@ examples:
   python -m harness run -m captions=vanilla,synthetic_sparse,synthetic_dense
   python -m harness plan experiment=caprl2m launcher=multinode
   python -m harness run experiment=caprl2m force=[train.sft]
+  python -m harness run experiment=prism captioner=caprl_3b prism=caprl_files   # score a captioner (Table 3)
+  python -m harness run captions=recaptioned_synthetic    # re-caption with the captioner, then pretrain (Table 2)
 """
 
 

@@ -6,6 +6,7 @@ owns its slice of the run config:
                                     fingerprinted), settings (run-only), inputs, resumable, summary
     problems(cfg) -> [str]          (optional) what in the run config it cannot run, key named
     run(StageRun) -> dict           does the work in explicit folders (stagekit.StageRun)
+    PIPELINES                       (optional) the pipelines it runs in; default ("pretrain",)
 
 Adding a stage kind: one module, one config group, one line here. Importing these modules loads
 nothing heavy (no torch): `plan` and validation import them all."""
@@ -16,8 +17,10 @@ from data_prep import stage as data_prep
 from embedded import stage as world
 from evaluation import stage as evaluate
 from init_vlm import stage as init_vlm
+from prism import stage as prism
+from recaption import stage as recaption
 from report import stage as report
 from train import stage as train
 
-CHAIN_ORDER = (world, init_vlm, data_prep, train, evaluate, report)
+CHAIN_ORDER = (world, init_vlm, data_prep, recaption, train, evaluate, prism, report)
 KINDS = {k.KIND: k for k in CHAIN_ORDER}

@@ -48,9 +48,11 @@ def finish_sweep(sweep_dir: Path, jobs: list[dict], started: float) -> int:
     done = [sweep_dir / r["job"] for r in rows if r["state"] == "done"]
     if done:  # the ablation table of this sweep's finished jobs, beside the paper's numbers
         from report.cli import report_paths
-        from report.paper import PAPER_TABLES
+        from report.paper import PAPER_TABLES, PRISM_TABLE
 
-        written = report_paths(done, out=sweep_dir / "report", paper_csv=[p for p in PAPER_TABLES if p.exists()])
+        # a Prism sweep (captioners, pipeline=prism) is compared with Table 3, a pretraining sweep with Tables 1-2
+        tables = (PRISM_TABLE,) if any((d / "stages" / "prism").exists() for d in done) else PAPER_TABLES
+        written = report_paths(done, out=sweep_dir / "report", paper_csv=[p for p in tables if p.exists()])
         print(written["markdown_text"], flush=True)
     failed = any(r["state"] != "done" for r in rows) or any(j.get("state") != "done" for j in jobs)
     return 1 if failed else 0

@@ -9,6 +9,9 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 
+PIPELINES = ("pretrain", "prism")
+
+
 def force_list(value: Any) -> list[str]:
     """`force=train.sft` (a string) and `force=[train.sft,init_vlm]` (a list) mean the same."""
     if value is None:
@@ -20,10 +23,14 @@ def force_list(value: Any) -> list[str]:
 
 def run_problems(cfg: Mapping) -> list[str]:
     """Every problem of one job's resolved config, each naming its key; [] when it can run."""
-    from harness.chain import build_chain
-    from harness.kinds import CHAIN_ORDER
+    from harness.chain import active_kinds, build_chain
 
-    problems = [p for kind in CHAIN_ORDER if hasattr(kind, "problems") for p in kind.problems(cfg)]
+    if cfg.get("pipeline", "pretrain") not in PIPELINES:
+        return [f"pipeline: {cfg.get('pipeline')!r}; choose one of {', '.join(PIPELINES)}"]
+    import tracking
+
+    problems = [p for kind in active_kinds(cfg) if hasattr(kind, "problems") for p in kind.problems(cfg)]
+    problems += tracking.problems(cfg.get("tracker") or {"name": "none"})   # every pipeline reports to it
     if problems:
         return problems
     try:

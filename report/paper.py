@@ -11,6 +11,7 @@ from report.records import KEYS, ReportError
 # The paper's tables shipped with the project, compared with every run's and sweep's report.
 PAPER_DIR = Path(__file__).resolve().parent.parent / "results" / "paper"
 PAPER_TABLES = (PAPER_DIR / "paper_table1.csv", PAPER_DIR / "paper_table2.csv")
+PRISM_TABLE = PAPER_DIR / "paper_table3_prism.csv"   # caption quality (Prism): captioners, not backbones
 # Column order of paper_table1.csv / paper_table2.csv (tests check it against the CSV header).
 PAPER_BENCHMARKS = ("InfoVQA", "DocVQA", "ChartQA", "RealWorldQA", "MathVista", "SEED2Plus",
                     "MME-RealWorld", "MMBench", "MMStar", "MMVet", "AI2D", "GQA")

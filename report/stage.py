@@ -10,11 +10,13 @@ from stagekit import StageRun, run_label
 
 KIND = "report"
 VERSION = 1
+PIPELINES = ("pretrain", "prism")
 
 
 def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
     names = [s["name"] for s in upstream]
-    inputs = {"results": "evaluate", **{s["name"]: s["name"] for s in upstream if s["kind"] == "train"}}
+    results = "prism" if "prism" in names else "evaluate"
+    inputs = {"results": results, **{s["name"]: s["name"] for s in upstream if s["kind"] == "train"}}
     if "evaluate.reference" in names:
         inputs["reference"] = "evaluate.reference"
     return [{"name": "report", "config": {"run": run_label(cfg)}, "inputs": inputs,
@@ -23,13 +25,16 @@ def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
 
 def run(job: StageRun) -> dict:
     from report.cli import trainer_state
-    from report.paper import PAPER_TABLES
+    from report.paper import PAPER_TABLES, PRISM_BACKBONE, PRISM_TABLE
     from report.plots import plot_loss_curves
     from report.records import collect_records
     from report.write import write_report
 
     scores = [path for role, path in job.inputs.items() if not role.startswith("train.")]
-    paths = write_report(collect_records(scores), job.out_dir, paper_csv=[p for p in PAPER_TABLES if p.exists()],
+    records = collect_records(scores)
+    # Prism records (captioners, Table 3) are compared with Table 3; model records with Tables 1-2
+    tables = (PRISM_TABLE,) if any(r["backbone"] == PRISM_BACKBONE for r in records) else PAPER_TABLES
+    paths = write_report(records, job.out_dir, paper_csv=[p for p in tables if p.exists()],
                          title=f"Results of {job.config['run']}")
     job.log("\n" + str(paths["markdown_text"]))
     curves = {role.removeprefix("train."): state for role, path in job.inputs.items()

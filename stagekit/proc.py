@@ -15,9 +15,10 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 # A variable is secret when one of these words is a whole `_`-separated part of its name:
 # OPENAI_API_KEY, HF_TOKEN, AWS_BEARER_TOKEN_BEDROCK, DB_PASSWORD; not TOKENIZERS_PARALLELISM.
@@ -66,25 +67,11 @@ def run_logged(argv: Sequence[str], *, env: Mapping[str, str] | None = None, log
     """Run argv; append its stdout+stderr to log_path; with check, raise CommandFailed (with the
     log tail) on a non-zero exit. on_line sees every output line; if it raises, the tool is
     stopped and the exception propagates (how a wrong trainable-parameter count stops training)."""
-    full_env = {**os.environ, **(env or {})}
-    secrets = secret_values(full_env)
     tail: list[str] = []
     with open(log_path, "a") as log:
-        log.write(f"\n$ {shell_line(argv, env)}\n")
-        log.flush()
-        proc = subprocess.Popen(list(argv), env=full_env, cwd=cwd, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1,
-                                preexec_fn=_die_with_parent)
-        assert proc.stdout is not None
+        proc, secrets = _start(argv, env, cwd, log)
         try:
-            for raw in proc.stdout:
-                line = mask(_ANSI.sub("", raw), secrets)
-                log.write(line)
-                if echo:
-                    sys.stdout.write(line)
-                tail = (tail + [line.rstrip("\n").split("\r")[-1]])[-tail_lines:]
-                if on_line is not None:
-                    on_line(line)
+            _pump(proc, log, secrets, echo, tail, tail_lines, on_line)
         except BaseException:
             _stop(proc)
             raise
@@ -92,6 +79,61 @@ def run_logged(argv: Sequence[str], *, env: Mapping[str, str] | None = None, log
     if check and code != 0:
         raise CommandFailed(f"{argv[0]} exited with {code} (log: {log_path}); last lines:\n" + "\n".join(tail))
     return Finished(code, tail)
+
+
+class Serving:
+    """A tool that keeps running beside the stage (an inference server): its output is appended
+    to the log by a thread, with the same masking; `alive()` and `tail` tell a caller waiting
+    for it to come up whether it died instead; `stop()` ends it (and leaving the `with`)."""
+
+    def __init__(self, argv: Sequence[str], *, env: Mapping[str, str] | None, log_path: Path,
+                 cwd: Path | None = None, echo: bool = False, tail_lines: int = 40):
+        self.argv, self.tail = list(argv), []
+        self._log = open(log_path, "a")
+        self.proc, secrets = _start(argv, env, cwd, self._log)
+        self._thread = threading.Thread(target=_pump, daemon=True,
+                                        args=(self.proc, self._log, secrets, echo, self.tail, tail_lines, None))
+        self._thread.start()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            _stop(self.proc)
+        self._thread.join(timeout=10)
+        self._log.close()
+
+    def __enter__(self) -> Serving:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _start(argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path | None, log) -> tuple[subprocess.Popen, list[str]]:
+    full_env = {**os.environ, **(env or {})}
+    log.write(f"\n$ {shell_line(argv, env)}\n")
+    log.flush()
+    proc = subprocess.Popen(list(argv), env=full_env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, errors="replace", bufsize=1, preexec_fn=_die_with_parent)
+    return proc, secret_values(full_env)
+
+
+def _pump(proc: subprocess.Popen, log, secrets: Sequence[str], echo: bool, tail: list[str], tail_lines: int,
+          on_line: Callable[[str], None] | None) -> None:
+    """Every output line: masked, appended to the log, kept in `tail` (in place), shown to on_line."""
+    assert proc.stdout is not None
+    for raw in proc.stdout:
+        line = mask(_ANSI.sub("", raw), secrets)
+        log.write(line)
+        log.flush()
+        if echo:
+            sys.stdout.write(line)
+        tail.append(line.rstrip("\n").split("\r")[-1])
+        del tail[:-tail_lines]
+        if on_line is not None:
+            on_line(line)
 
 
 def _die_with_parent() -> None:

@@ -36,7 +36,10 @@ class StageRun:
 
 
 def run_label(cfg: Mapping[str, Any]) -> str:
-    """The run's name in logs, records and tables: experiment / backbone - caption source."""
+    """The run's name in logs, records and tables: experiment / backbone - caption source (a Prism
+    run scores a captioner: experiment / captioner)."""
+    if cfg.get("pipeline") == "prism":
+        return f"{cfg['experiment_name']}/{cfg['captioner']['name']}"
     return f"{cfg['experiment_name']}/{cfg['backbone']['name']}-{cfg['captions']['name']}"
 
 

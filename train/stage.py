@@ -81,7 +81,7 @@ def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
 def problems(cfg: Mapping) -> list[str]:
     from train.validate import check_recipe
 
-    return check_recipe(cfg) + tracking.problems(cfg.get("tracker") or {"name": "none"})
+    return check_recipe(cfg)
 
 
 # ---------------------------------------------------------------- render (run and plan)

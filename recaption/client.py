@@ -1,0 +1,166 @@
+"""Requests to one OpenAI-compatible chat endpoint: what is retried, what stops the run.
+
+- Retried with exponential backoff: time-outs, lost or refused connections, 5xx and 429 (a
+  server restarting or overloaded comes back; the work is not lost).
+- Stops the whole run at once (EndpointRejected): any other 4xx. A wrong model name, a bad key or a
+  request the server cannot parse fails every image alike, so retrying or skipping would only
+  turn one configuration mistake into a million listed failures.
+- An image that finally fails after its retries is the caller's to list (RequestFailed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import mimetypes
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from recaption.endpoint import Endpoint
+
+# LLaMA-Factory's image parser needs a real subtype in the data URL (vLLM accepts both).
+_MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif", ".bmp": "image/bmp",
+         ".webp": "image/webp"}
+
+
+class EndpointRejected(RuntimeError):
+    """A 4xx that every request would get: the run stops and says what to fix."""
+
+
+class RequestFailed(Exception):
+    """One request failed for good (retries spent, or an unreadable image): listed, not fatal."""
+
+
+@dataclass
+class Reply:
+    texts: list[str]
+    completion_tokens: int
+    finish_reasons: list[str]
+
+
+def image_url(path: Path) -> str:
+    """The image as a data URL with its real MIME type; RequestFailed when it cannot be read."""
+    mime = _MIME.get(path.suffix.lower()) or mimetypes.guess_type(path.name)[0]
+    if mime is None or not mime.startswith("image/"):
+        raise RequestFailed(f"image {path}: unknown image type {path.suffix!r}")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise RequestFailed(f"image {path}: {exc.strerror or exc}") from None
+    return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+
+def image_messages(ep: Endpoint, url: str) -> list[dict]:
+    """The captioning request: the image, then the prompt; a system turn only when configured."""
+    user = {"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
+                                        {"type": "text", "text": ep.prompt}]}
+    return ([{"role": "system", "content": ep.system_prompt}] if ep.system_prompt else []) + [user]
+
+
+class ChatClient:
+    """One pooled HTTP client per endpoint, at most `concurrency` connections."""
+
+    def __init__(self, ep: Endpoint, base_url: str):
+        self.ep, self.base_url = ep, base_url.rstrip("/")
+        key = ep.api_key()
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        limits = httpx.Limits(max_connections=ep.concurrency, max_keepalive_connections=ep.concurrency)
+        self._http = httpx.AsyncClient(headers=headers, limits=limits, timeout=httpx.Timeout(ep.timeout_s))
+
+    async def __aenter__(self) -> ChatClient:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._http.aclose()
+
+    async def check_model(self) -> list[str]:
+        """Before any work: the endpoint answers and lists the configured model name. A server
+        that would answer any name (LLaMA-Factory) must still list it, so a typo stops here
+        instead of captioning with whatever that server holds."""
+        resp = await self._with_retries(lambda: self._http.get(f"{self.base_url}/models"), "GET /models")
+        served = [m.get("id") for m in resp.json().get("data", []) if isinstance(m, dict)]
+        if self.ep.model not in served:
+            raise EndpointRejected(f"{self.ep.name}: endpoint {self.base_url} serves {served}, not "
+                                   f"model={self.ep.model!r}: set {self.ep.name}'s `model` to the served name "
+                                   "(vLLM: --served-model-name; LLaMA-Factory: API_MODEL_NAME)")
+        return served
+
+    async def chat(self, messages: list[dict], n: int = 1, what: str = "request") -> Reply:
+        """n completions of one conversation (asked for in as many calls as the server needs)."""
+        texts: list[str] = []
+        tokens, reasons = 0, []
+        while len(texts) < n:
+            body = self._body(messages, n - len(texts))
+            resp = await self._with_retries(lambda: self._http.post(f"{self.base_url}/chat/completions", json=body),
+                                            what)
+            got = _parse_reply(resp, what)
+            if not got.texts:
+                raise RequestFailed(f"{what}: the endpoint returned no choices")
+            texts += got.texts
+            tokens += got.completion_tokens
+            reasons += got.finish_reasons
+        return Reply(texts[:n], tokens, reasons[:n])
+
+    def _body(self, messages: list[dict], n: int) -> dict:
+        s = self.ep.sampling
+        body: dict[str, Any] = {"model": self.ep.model, "messages": messages, "n": n, "temperature": s["temperature"],
+                                "top_p": s["top_p"], "max_tokens": s["max_tokens"],
+                                "repetition_penalty": s["repetition_penalty"]}
+        if s.get("seed") is not None:
+            body["seed"] = s["seed"]
+        return body
+
+    async def _with_retries(self, send, what: str) -> httpx.Response:
+        attempts = self.ep.retries + 1
+        last = ""
+        for attempt in range(attempts):
+            if attempt:
+                await asyncio.sleep(min(self.ep.backoff_s * 2 ** (attempt - 1), self.ep.backoff_max_s))
+            try:
+                resp = await send()
+            except httpx.TimeoutException:
+                last = f"timed out after {self.ep.timeout_s:g} s"
+                continue
+            except httpx.TransportError as exc:
+                last = f"connection failed ({type(exc).__name__}: {exc or 'no detail'})"
+                continue
+            if resp.status_code >= 500 or resp.status_code == 429:
+                last = f"HTTP {resp.status_code}: {_snippet(resp)}"
+                continue
+            if resp.status_code >= 400:
+                raise EndpointRejected(_rejected(self.ep, self.base_url, resp, what))
+            return resp
+        raise RequestFailed(f"{what}: {last} ({attempts} attempt{'s' if attempts > 1 else ''})")
+
+
+def _parse_reply(resp: httpx.Response, what: str) -> Reply:
+    try:
+        data = resp.json()
+        choices = data["choices"]
+        texts = [c["message"]["content"] or "" for c in choices]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RequestFailed(f"{what}: not an OpenAI chat completion ({type(exc).__name__}: {exc}): "
+                            f"{_snippet(resp)}") from None
+    usage = data.get("usage") or {}
+    return Reply(texts, int(usage.get("completion_tokens") or 0), [str(c.get("finish_reason")) for c in choices])
+
+
+def _rejected(ep: Endpoint, base_url: str, resp: httpx.Response, what: str) -> str:
+    hint = {401: f"the endpoint refused the API key (read from ${ep.api_key_env})" if ep.api_key_env
+            else "the endpoint wants an API key: set api_key_env to the name of the variable holding it",
+            404: f"check `model` ({ep.model!r}) against the served name and base_url ({base_url})"}
+    return (f"{ep.name}: {what} was rejected with HTTP {resp.status_code}: {_snippet(resp)}; "
+            f"{hint.get(resp.status_code, 'the request itself is wrong, so every image would fail alike')}")
+
+
+def _snippet(resp: httpx.Response, limit: int = 300) -> str:
+    text = resp.text.strip().replace("\n", " ")
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def describe_down(base_url: str, exc: BaseException) -> str:
+    return (f"endpoint {base_url} cannot be reached ({exc}); start the server (README: serving a captioner) "
+            "or fix base_url")

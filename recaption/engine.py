@@ -1,0 +1,130 @@
+"""Send many requests to one endpoint, a bounded number at a time, journaling each result.
+
+The items are whatever needs an answer (an image to caption, a question to answer from a
+caption); each has a key, and the journal (recaption/journal.py) decides which keys are still
+missing. A worker pool of `concurrency` coroutines keeps that many requests in flight: the
+endpoint batches concurrent requests (vLLM's continuous batching), so throughput grows with it
+until the server is saturated. Every run appends the keys it is about to request to
+`runs.jsonl` beside the journal, so "only the missing ones were asked for" can be checked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from recaption.client import ChatClient, RequestFailed
+from recaption.journal import Journal
+
+
+@dataclass
+class Item:
+    key: str
+    messages: list[dict]
+    n: int = 1                                 # completions wanted
+    meta: dict = field(default_factory=dict)   # copied into the journal record
+
+
+# key -> its request, built by the worker that sends it: a million pending images are a million
+# strings in the queue, and each image file is read only when its request goes out.
+MakeItem = Callable[[str], Item]
+
+
+@dataclass
+class Outcome:
+    total: int
+    done_before: int
+    succeeded: int = 0
+    failed: dict[str, str] = field(default_factory=dict)   # key -> reason
+    seconds: float = 0.0
+    tokens: int = 0
+
+    @property
+    def missing(self) -> int:
+        return self.total - self.done_before - self.succeeded
+
+
+def pending(keys: list[str], journal: Journal) -> list[str]:
+    return [k for k in keys if k not in journal.done]
+
+
+def record_run(path: Path, what: str, keys: list[str]) -> None:
+    with open(path, "a", encoding="utf-8") as fh:
+        fh.write(json.dumps({"what": what, "started": time.time(), "requested": keys}) + "\n")
+
+
+async def run_items(client: ChatClient, keys: list[str], make: MakeItem, journal: Journal, *, log,
+                    what: str = "images", progress_s: float = 10.0, runs_log: Path | None = None) -> Outcome:
+    """Request every key the journal lacks; returns the account. EndpointRejected stops all."""
+    todo = pending(keys, journal)
+    out = Outcome(total=len(keys), done_before=len(keys) - len(todo))
+    if runs_log is not None:
+        record_run(runs_log, what, todo)
+    if out.done_before:
+        log(f"{out.done_before} of {len(keys)} {what} already done; requesting the other {len(todo)}")
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for key in todo:
+        queue.put_nowait(key)
+    t0 = time.monotonic()
+    workers = [asyncio.create_task(_worker(client, queue, make, journal, out)) for _ in range(client.ep.concurrency)]
+    reporter = asyncio.create_task(_progress(out, len(todo), t0, log, what, progress_s))
+    try:
+        await asyncio.gather(*workers)
+    finally:
+        for task in (*workers, reporter):
+            task.cancel()
+        await asyncio.gather(*workers, reporter, return_exceptions=True)
+        out.seconds = time.monotonic() - t0
+        journal.sync()
+    log(progress_line(out, len(todo), out.seconds, what, final=True))
+    return out
+
+
+async def _worker(client: ChatClient, queue: asyncio.Queue, make: MakeItem, journal: Journal, out: Outcome) -> None:
+    while not queue.empty():
+        key = queue.get_nowait()
+        try:
+            item = make(key)
+            reply = await client.chat(item.messages, n=item.n, what=key)
+        except RequestFailed as exc:   # EndpointRejected propagates: run_items stops every worker
+            out.failed[key] = str(exc)
+            continue
+        journal.append({"key": item.key, **item.meta, "texts": reply.texts,
+                        "completion_tokens": reply.completion_tokens, "finish_reasons": reply.finish_reasons})
+        out.succeeded += 1
+        out.tokens += reply.completion_tokens
+
+
+async def _progress(out: Outcome, todo: int, t0: float, log, what: str, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        log(progress_line(out, todo, time.monotonic() - t0, what))
+
+
+def progress_line(out: Outcome, todo: int, seconds: float, what: str, final: bool = False) -> str:
+    handled = out.succeeded + len(out.failed)
+    rate = out.succeeded / seconds if seconds > 0 else 0.0
+    tok = out.tokens / seconds if seconds > 0 else 0.0
+    eta = (todo - handled) / rate if rate > 0 else float("inf")
+    head = "finished" if final else "progress"
+    tail = "" if final else f", ETA {eta:.0f} s" if eta != float("inf") else ", ETA unknown"
+    return (f"{head}: {handled}/{todo} {what} ({out.succeeded} ok, {len(out.failed)} failed) in {seconds:.1f} s, "
+            f"{rate:.2f} {what}/s, {tok:.1f} tokens/s{tail}")
+
+
+def check_failures(out: Outcome, max_fraction: float, failures_path: Path, what: str) -> str | None:
+    """Write every failed key with its reason; a message when more than max_fraction failed."""
+    failures_path.write_text("".join(json.dumps({"key": k, "reason": r}) + "\n" for k, r in sorted(out.failed.items())))
+    if not out.failed:
+        return None
+    fraction = len(out.failed) / max(out.total, 1)
+    if fraction <= max_fraction:
+        return None
+    shown = "\n".join(f"  {k}: {r}" for k, r in sorted(out.failed.items())[:10])
+    return (f"{len(out.failed)} of {out.total} {what} failed ({fraction:.1%} > max_failed_fraction "
+            f"{max_fraction:.1%}); all listed in {failures_path}; first ones:\n{shown}\n"
+            "re-run to request only the missing ones")
