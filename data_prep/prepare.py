@@ -23,6 +23,7 @@ from pathlib import Path
 
 from data_prep import outdir
 from data_prep.convert import Plan
+from data_prep.tokens import DEFAULT_GRID, VisualGrid
 from data_prep.errors import DataPrepError
 from data_prep.manifest import Totals, build_manifest, floor_error
 from data_prep.readers import READERS, resolve_fields
@@ -54,8 +55,9 @@ def prepare_dataset(source: Mapping, out_dir: Path, *, dataset_name: str, pixels
     reader = READERS[spec.reader]
     fields = [resolve_fields(reader, f, spec.field_map) for f in files]
     tokenizer_json, token_info = load_tokenizer(tokenizer_dir, spec.check_images)
+    grid = load_grid(tokenizer_dir, token_info)
     seed = int(spec.seed if spec.seed is not None else seed)
-    plan = _plan(spec, files, fields, pixels, cutoff_len, seed, tokenizer_json)
+    plan = _plan(spec, files, fields, pixels, cutoff_len, seed, tokenizer_json, grid)
     total_bytes = sum(f.stat().st_size for f in files)
     n_workers = worker_count(spec.workers if workers is None else workers, files, total_bytes,
                              check_images=spec.check_images, exact_tokens=tokenizer_json is not None)
@@ -111,7 +113,21 @@ def load_tokenizer(tokenizer_dir, images_checked: bool) -> tuple[str | None, dic
                   "tokenizer_sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
-def _plan(spec: SourceSpec, files, fields, pixels, cutoff_len, seed, tokenizer_json) -> Plan:
+def load_grid(model_dir, token_info: dict) -> VisualGrid:
+    """The model's visual unit from its processor config (Qwen2.5-VL 28 px, Qwen3-VL 32 px); noted in token_info."""
+    names = ("preprocessor_config.json", "processor_config.json")
+    if model_dir is None or not any((Path(model_dir) / n).is_file() for n in names):
+        return DEFAULT_GRID  # a tokenizer-only folder: Qwen2.5-VL's grid within the pixel budget
+    try:
+        grid = VisualGrid.from_model_dir(model_dir)
+    except ValueError as err:
+        raise DataPrepError(f"tokenizer_dir {model_dir}: {err}") from None
+    if grid.unit != DEFAULT_GRID.unit:  # Qwen2.5-VL manifests keep their wording
+        token_info["visual_unit_px"] = grid.unit
+    return grid
+
+
+def _plan(spec: SourceSpec, files, fields, pixels, cutoff_len, seed, tokenizer_json, grid) -> Plan:
     prompts = None if spec.prompts == "source" else tuple(spec.prompts or DEFAULT_PROMPTS)
     return Plan(reader=spec.reader, files=tuple(str(f) for f in files), fields=tuple(fields),
                 image_root=os.path.normpath(os.path.abspath(spec.image_root)),
@@ -121,7 +137,7 @@ def _plan(spec: SourceSpec, files, fields, pixels, cutoff_len, seed, tokenizer_j
                 path_prefix=spec.path_prefix, strip_prefix=spec.match_strip_prefix,
                 truncate=spec.over_cutoff == "truncate", cutoff_len=int(cutoff_len),
                 min_pixels=int(pixels["min_pixels"]), max_pixels=int(pixels["max_pixels"]),
-                tokenizer_json=tokenizer_json)
+                tokenizer_json=tokenizer_json, grid=grid)
 
 
 def _select_subset(pool, batches, spec: SourceSpec, total_bytes: int, log) -> tuple:
