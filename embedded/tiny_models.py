@@ -92,10 +92,13 @@ def build_tiny_qwen3vl_vit_source(out_dir: Path, tokenizer_dir: Path, *, text_hi
     return out_dir
 
 
-def build_tiny_qwen3_llm_source(out_dir: Path, tokenizer_dir: Path, *, hidden: int = 64, layers: int = 2,
+def build_tiny_qwen3_llm_source(out_dir: Path, tokenizer_dir: Path, *, hidden: int = 64, layers: int = 3,
                                 seed: int = 1, tie_word_embeddings: bool = True, dtype: str = "float32",
                                 vocab_size: int | None = None, **config_overrides) -> Path:
-    """Write a tiny Qwen3ForCausalLM + tokenizer (tied like Qwen3-4B, head_dim 32 != hidden/heads)."""
+    """Write a tiny Qwen3ForCausalLM + tokenizer (tied like Qwen3-4B, head_dim 32 != hidden/heads).
+
+    3 layers: more than the tiny ViT's 2 DeepStack mergers, which add their features after text layers
+    0 and 1; after the last layer they would reach no later token and never get a gradient."""
     import torch
     from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
 
@@ -184,7 +187,7 @@ def build_tiny_pair(root: Path, *, seed: int = 0, llm_tied: bool = True, dtype: 
     if not llm_vision_tokens:
         tok = train_tokenizer(tiny_corpus(), root / "tokenizer_qwen2", vocab_size=512, added_tokens=QWEN2_BASE_TOKENS)
     llm = build_llm(root / "llm_source", tok, hidden=llm_hidden, seed=seed + 1, tie_word_embeddings=llm_tied,
-                    dtype=dtype)
+                    dtype=dtype)  # each builder's own layer count
     return vit, llm
 
 

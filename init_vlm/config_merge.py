@@ -117,11 +117,22 @@ def merge_config(vit_cfg, llm_cfg, llm: Checkpoint, *, vocab_rows: int, token_id
     text.update(vocab_size=vocab_rows, rope_parameters=rope, pad_token_id=llm_cfg.pad_token_id,
                 tie_word_embeddings=bool(llm_cfg.tie_word_embeddings), dtype=dtype)
     vision = _vision_dict(vit_cfg, out_hidden=llm_cfg.hidden_size)
+    _check_deepstack(vision, llm_cfg, llm)
     config = _transformers(family.vl_config)(text_config=text, vision_config=vision,
                                              tie_word_embeddings=bool(llm_cfg.tie_word_embeddings), **token_ids)
     config.architectures = [family.vl_model]
     config.dtype = dtype
     return config
+
+
+def _check_deepstack(vision: dict, llm_cfg, llm: Checkpoint) -> None:
+    # DeepStack merger i adds its features to the hidden states after text layer i; one added after the
+    # last layer reaches no later token, so it would never learn (and one past it is never used).
+    n = len(vision.get("deepstack_visual_indexes") or [])
+    if n and llm_cfg.num_hidden_layers <= n:
+        raise llm.fail(f"num_hidden_layers {llm_cfg.num_hidden_layers} leaves no text layer after the {n} layers "
+                       f"the ViT source's DeepStack mergers feed (vision_config.deepstack_visual_indexes); "
+                       f"the LLM needs more than {n} layers")
 
 
 def _vision_dict(vit_cfg, out_hidden: int) -> dict:

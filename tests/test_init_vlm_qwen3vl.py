@@ -23,7 +23,8 @@ NEW_PREFIXES = ("model.visual.merger.", "model.visual.deepstack_merger_list.")
 
 @pytest.fixture(scope="module")
 def sources(tmp_path_factory) -> tuple[Path, Path]:
-    """Qwen3-VL ViT source (text hidden 48, head_dim 16, untied) and Qwen3 LLM source (hidden 64, head_dim 32, tied)."""
+    """Qwen3-VL ViT source (text hidden 48, head_dim 16, untied) and Qwen3 LLM source (hidden 64, head_dim 32,
+    3 layers, tied)."""
     return build_tiny_pair(tmp_path_factory.mktemp("q3src"), family="qwen3_vl")
 
 
@@ -172,7 +173,8 @@ def test_manifest_and_verification(built):
     assert manifest["config"] == {"dtype": "float32", "tie_word_embeddings": True, "out_hidden_size": 64,
                                   "mrope_section": [6, 5, 5], "mrope_interleaved": True, "head_dim": 32,
                                   "deepstack_visual_indexes": [0, 1]}
-    assert manifest["verification"] == {"tensors_checked": 69, "copied_bit_exact": 51,
+    # 80 tensors: 27 vision + 35 of the 3-layer LLM copied bit for bit, 18 new projector tensors.
+    assert manifest["verification"] == {"tensors_checked": 80, "copied_bit_exact": 62,
                                         "forward_logits_shape": [1, 27, 413],
                                         "reload": "Qwen3VLForConditionalGeneration + AutoProcessor"}
     assert manifest["tokenizer"]["chat_template"] == "qwen3_vl"
@@ -199,3 +201,11 @@ def test_qwen3vl_vit_with_qwen2_llm_refused(sources, tmp_path):
     _, qwen2_llm = build_tiny_pair(tmp_path / "q25")
     fails(sources[0], qwen2_llm, tmp_path, f"LLM source {qwen2_llm}", "'qwen2' is a Qwen2-family LM",
           "is a Qwen3-VL checkpoint", "q/k RMSNorms, no q/k/v biases")
+
+
+def test_llm_without_a_layer_after_the_deepstack_layers_refused(sources, tmp_path):
+    from embedded.tiny_models import build_tiny_qwen3_llm_source
+
+    llm = build_tiny_qwen3_llm_source(tmp_path / "llm2", sources[0].parent / "tokenizer", layers=2)
+    fails(sources[0], llm, tmp_path, f"LLM source {llm}", "num_hidden_layers 2 leaves no text layer after the 2 layers",
+          "the LLM needs more than 2 layers")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from train.batch import gradient_accumulation
+from train.trainable import lf_method
 
 # Pass-through keys of train.common (LLaMA-Factory argument names).
 _COMMON_KEYS = ("template", "cutoff_len", "num_train_epochs", "max_steps", "lr_scheduler_type", "warmup_ratio",
@@ -44,11 +45,11 @@ def render_lf_config(*, config: Mapping[str, Any], model_dir: Path, dataset_dir:
         "trust_remote_code": False,
         "image_max_pixels": config["pixels"]["max_pixels"],   # one pixel budget (pain point 7)
         "image_min_pixels": config["pixels"]["min_pixels"],
-        # method: full fine-tuning; the three freeze flags always explicit (pain point 1)
+        # method: full fine-tuning, the three freeze flags always explicit; for a projector-only stage of
+        # a Qwen3-VL model, LLaMA-Factory's freeze tuning picks the DeepStack mergers (train/trainable.py)
         "stage": "sft",
         "do_train": True,
-        "finetuning_type": "full",
-        **{k: bool(spec[k]) for k in FREEZE_KEYS},
+        **lf_method(model_dir, spec),
         # dataset
         "dataset_dir": str(dataset_dir),
         "dataset": dataset,
