@@ -48,7 +48,7 @@ def test_unknown_group_option_names_group_and_choices():
     with pytest.raises(BadOverride) as err:
         validate_overrides(["backbone=qwen9"])
     assert str(err.value) == ("unknown option 'qwen9' for config group 'backbone'; "
-                              "valid choices: qwen2.5-3b, qwen2.5-7b, tiny")
+                              "valid choices: qwen2.5-3b, qwen2.5-7b, qwen3vl-4b, qwen3vl-8b, tiny, tiny-qwen3vl")
 
 
 def test_unknown_key_names_key_and_siblings():
