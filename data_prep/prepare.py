@@ -16,6 +16,7 @@ run deletes first; the same inputs and config give byte-identical outputs whatev
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -23,7 +24,7 @@ from pathlib import Path
 
 from data_prep import outdir
 from data_prep.convert import Plan
-from data_prep.tokens import DEFAULT_GRID, VisualGrid
+from data_prep.tokens import DEFAULT_GRID, DEFAULT_SYSTEM, VisualGrid
 from data_prep.errors import DataPrepError
 from data_prep.manifest import Totals, build_manifest, floor_error
 from data_prep.readers import READERS, resolve_fields
@@ -56,8 +57,9 @@ def prepare_dataset(source: Mapping, out_dir: Path, *, dataset_name: str, pixels
     fields = [resolve_fields(reader, f, spec.field_map) for f in files]
     tokenizer_json, token_info = load_tokenizer(tokenizer_dir, spec.check_images)
     grid = load_grid(tokenizer_dir, token_info)
+    system = default_system(tokenizer_dir, token_info)
     seed = int(spec.seed if spec.seed is not None else seed)
-    plan = _plan(spec, files, fields, pixels, cutoff_len, seed, tokenizer_json, grid)
+    plan = _plan(spec, files, fields, pixels, cutoff_len, seed, tokenizer_json, grid, system)
     total_bytes = sum(f.stat().st_size for f in files)
     n_workers = worker_count(spec.workers if workers is None else workers, files, total_bytes,
                              check_images=spec.check_images, exact_tokens=tokenizer_json is not None)
@@ -127,7 +129,23 @@ def load_grid(model_dir, token_info: dict) -> VisualGrid:
     return grid
 
 
-def _plan(spec: SourceSpec, files, fields, pixels, cutoff_len, seed, tokenizer_json, grid) -> Plan:
+def default_system(model_dir, token_info: dict) -> str | None:
+    """The system turn the model's training template adds to rows without one. Qwen3-VL models train with
+    LLaMA-Factory's qwen3_vl_nothink template (as their chat template renders prompts), which adds none."""
+    path = None if model_dir is None else Path(model_dir) / "config.json"
+    if path is None or not path.is_file():
+        return DEFAULT_SYSTEM
+    try:
+        model_type = json.loads(path.read_text()).get("model_type")
+    except json.JSONDecodeError as err:
+        raise DataPrepError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if model_type != "qwen3_vl":
+        return DEFAULT_SYSTEM
+    token_info["template"] = "qwen3_vl_nothink: no default system turn"
+    return None
+
+
+def _plan(spec: SourceSpec, files, fields, pixels, cutoff_len, seed, tokenizer_json, grid, system) -> Plan:
     prompts = None if spec.prompts == "source" else tuple(spec.prompts or DEFAULT_PROMPTS)
     return Plan(reader=spec.reader, files=tuple(str(f) for f in files), fields=tuple(fields),
                 image_root=os.path.normpath(os.path.abspath(spec.image_root)),
@@ -137,7 +155,7 @@ def _plan(spec: SourceSpec, files, fields, pixels, cutoff_len, seed, tokenizer_j
                 path_prefix=spec.path_prefix, strip_prefix=spec.match_strip_prefix,
                 truncate=spec.over_cutoff == "truncate", cutoff_len=int(cutoff_len),
                 min_pixels=int(pixels["min_pixels"]), max_pixels=int(pixels["max_pixels"]),
-                tokenizer_json=tokenizer_json, grid=grid)
+                tokenizer_json=tokenizer_json, grid=grid, default_system=system)
 
 
 def _select_subset(pool, batches, spec: SourceSpec, total_bytes: int, log) -> tuple:

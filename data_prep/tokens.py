@@ -8,10 +8,11 @@ the model folder's preprocessor_config.json (`VisualGrid.from_model_dir`): 28 px
 (14-px patches, 2x2 merge), 32 px for Qwen3-VL (16-px patches). Without a model folder the
 Qwen2.5-VL grid with the pixel budget as bounds is assumed.
 
-Text tokens: LLaMA-Factory renders the qwen2_vl template message by message; special tokens split
+Text tokens: LLaMA-Factory renders the qwen2_vl (or qwen3_vl_nothink) template message by message; special tokens split
 the text, so the count is the sum of the tokens of each text piece plus a fixed overhead per turn:
 
-    system   "<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n"   (once per sample)
+    system   "<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n"   (once per sample; Qwen3-VL's
+             qwen3_vl_nothink template adds no default system turn)
     user     "<|im_start|>user\\n" {content} "<|im_end|>\\n<|im_start|>assistant\\n"
     assistant {content} "<|im_end|>\\n"
     image    "<|vision_start|>" visual tokens "<|vision_end|>"    (replaces each <image>)
@@ -144,12 +145,14 @@ def estimate(text: str) -> int:
 class TextCounter:
     """Counts text tokens of many strings at once, with a tokenizer (exact) or the bytes/4 estimate."""
 
-    def __init__(self, tokenizer_json: str | None = None):
+    def __init__(self, tokenizer_json: str | None = None, default_system: str | None = DEFAULT_SYSTEM):
+        """default_system: the system turn the template adds when a row has none (None: it adds none)."""
         self.tokenizer = None
         if tokenizer_json is not None:
             from tokenizers import Tokenizer
 
             self.tokenizer = Tokenizer.from_str(tokenizer_json)
+        self.default_system = default_system
         self.overheads = self._overheads()
 
     @property
@@ -191,7 +194,8 @@ class TextCounter:
     def _overheads(self) -> dict:
         sys_open, sys_close = TEMPLATE["system"]
         return {
-            "default_system": self.count_special(sys_open + DEFAULT_SYSTEM + sys_close),
+            "default_system": (0 if self.default_system is None
+                               else self.count_special(sys_open + self.default_system + sys_close)),
             "system": self.count_special(sys_open + sys_close),
             "user": self.count_special("".join(TEMPLATE["user"])),
             "assistant": self.count_special("".join(TEMPLATE["assistant"])),

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from init_vlm.sources import Checkpoint
 
-# Qwen3-VL-Instruct renders no default system turn (unlike Qwen2-VL), and LLaMA-Factory's qwen3_vl
-# template does the same: training and evaluation prompts then agree.
+# Qwen3-VL-Instruct renders no default system turn (unlike Qwen2-VL) and no <think> block, like
+# LLaMA-Factory's qwen3_vl_nothink template: training and evaluation prompts then agree.
 QWEN3_VL_CHAT_TEMPLATE = (
     "{% set image_count = namespace(value=0) %}{% set video_count = namespace(value=0) %}"
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -88,7 +88,7 @@ def _qwen3():
         projector_prefixes=("model.visual.merger.", "model.visual.deepstack_merger_list."),
         # head_dim: Qwen3 sets it explicitly (128 even where hidden/heads is not, e.g. Qwen3-0.6B/4B/32B).
         text_fields=_COMMON_TEXT + ("head_dim", "attention_bias", "bos_token_id", "eos_token_id"),
-        mrope_base=(24, 20, 20), mrope_interleaved=True, hub_layout=False, patch_size=16, lf_template="qwen3_vl",
+        mrope_base=(24, 20, 20), mrope_interleaved=True, hub_layout=False, patch_size=16, lf_template="qwen3_vl_nothink",
         chat_template=QWEN3_VL_CHAT_TEMPLATE)
 
 

@@ -90,3 +90,48 @@ def test_prepare_dataset_counts_in_the_models_units(models, tmp_path):
                                    tokenizer_dir=model, log=lambda *_: None)
         totals[name] = (manifest["total_visual_tokens"], manifest["token_count"].get("visual_unit_px"))
     assert totals == {"qwen3_vl": (12, 32), "qwen2_5_vl": (15, None)}
+
+
+def test_llamafactory_qwen3vl_nothink_agrees_on_lengths(models, tmp_path, monkeypatch):
+    """LLaMA-Factory's own pipeline (template qwen3_vl_nothink, the Qwen3-VL backbones' template) tokenizes
+    what data_prep wrote to exactly the lengths data_prep predicted: 32-px visual units, no default system turn."""
+    import json
+
+    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_tokenizer
+
+    from data_prep import prepare_dataset
+    from tests.test_data_prep import SAMPLES, images_of, make_image, source
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf"))
+    root, n = tmp_path / "images", 0
+    for sample in ("sharegpt4v_pt.json", "open_llava_next_mix1m.json", "caprl_2m.jsonl"):
+        for rel in images_of(SAMPLES / sample):
+            make_image(root / rel, SIZES[n % len(SIZES)])
+            n += 1
+    sources = [source("captions", "sharegpt4v", [SAMPLES / "sharegpt4v_pt.json"], root),
+               source("sft", "open_llava_next", [SAMPLES / "open_llava_next_mix1m.json"], root),
+               source("caprl", "caprl_jsonl", [SAMPLES / "caprl_2m.jsonl"], root)]
+    model, info, manifests = models["qwen3_vl"], {}, []
+    for src in sources:
+        out = tmp_path / "data" / src["name"]
+        manifests.append(prepare_dataset(src, out, dataset_name=src["name"], pixels=PIXELS, cutoff_len=512,
+                                         tokenizer_dir=model, log=lambda *a: None))
+        info.update(json.loads((out / "dataset_info.json").read_text()))
+    (tmp_path / "lf").mkdir()
+    (tmp_path / "lf" / "dataset_info.json").write_text(json.dumps(info))
+    args = dict(model_name_or_path=str(model), stage="sft", do_train=True, finetuning_type="full",
+                dataset="captions,sft,caprl", dataset_dir=str(tmp_path / "lf"), template="qwen3_vl_nothink",
+                cutoff_len=512, output_dir=str(tmp_path / "o"), overwrite_cache=True,
+                image_max_pixels=PIXELS["max_pixels"], image_min_pixels=PIXELS["min_pixels"], report_to="none",
+                bf16=False)
+    model_args, data_args, training_args, *_ = get_train_args(args)
+    tokenizer_module = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    module = get_dataset(template, model_args, data_args, training_args, stage="sft", **tokenizer_module)
+    lengths = [len(ids) for ids in module["train_dataset"]["input_ids"]]
+    assert len(lengths) == sum(m["rows_kept"] for m in manifests)
+    assert sum(lengths) == sum(m["total_text_tokens"] + m["total_visual_tokens"] for m in manifests)
+    assert all(m["token_count"]["template"] == "qwen3_vl_nothink: no default system turn" for m in manifests)

@@ -177,7 +177,7 @@ def test_manifest_and_verification(built):
     assert manifest["verification"] == {"tensors_checked": 80, "copied_bit_exact": 62,
                                         "forward_logits_shape": [1, 27, 413],
                                         "reload": "Qwen3VLForConditionalGeneration + AutoProcessor"}
-    assert manifest["tokenizer"]["chat_template"] == "qwen3_vl"
+    assert manifest["tokenizer"]["chat_template"] == "qwen3_vl_nothink"
     on_disk = json.loads((built[0] / "init_vlm_manifest.json").read_text())
     assert on_disk["output_files_sha256"] == manifest["output_files_sha256"]
 

@@ -72,7 +72,7 @@ def test_alignment_changes_exactly_the_merger_and_deepstack_merger_linears(model
     out = tmp_path / "train_out"
     cfg = {"model_name_or_path": str(model_dir), "stage": "sft", "do_train": True,
            **lf_method(model_dir, PROJECTOR_SPEC),
-           "dataset": "tiny", "dataset_dir": str(_dataset(tmp_path, image)), "template": "qwen3_vl",
+           "dataset": "tiny", "dataset_dir": str(_dataset(tmp_path, image)), "template": "qwen3_vl_nothink",
            "cutoff_len": 256, "image_max_pixels": QWEN3VL_MAX_PIXELS, "image_min_pixels": QWEN3VL_MIN_PIXELS,
            "preprocessing_num_workers": 1, "output_dir": str(out), "overwrite_output_dir": True,
            "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1, "learning_rate": 1e-2,
