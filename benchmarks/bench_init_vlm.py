@@ -247,3 +247,11 @@ def report(shape: str, weights: int, ours: dict, base: dict | None) -> None:
     ratio = ours["peak_rss_bytes"] / base["peak_rss_bytes"]
     print(f"init_vlm / notebook peak RSS: {ratio:.2f}   target (<= 1.3x output, below notebook): "
           f"{'met' if within and ratio < 1 else 'NOT met'}")
+
+
+def _gib(folder: Path) -> str:
+    return f"{sum(p.stat().st_size for p in folder.glob('*.safetensors')) / GiB:.2f}"
+
+
+if __name__ == "__main__":
+    main()
