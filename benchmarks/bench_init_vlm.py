@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/bench_init_vlm.py --work /tmp/bench_init_vlm            # 3B shapes, ~5-10 min
     .venv/bin/python benchmarks/bench_init_vlm.py --work /tmp/bench_small --shape small  # 0.5B text, ~1 min
-    .venv/bin/python benchmarks/bench_init_vlm.py --work /tmp/bench_q3 --shape qwen3vl-4b      # Qwen3-VL-4B ViT + Qwen3-4B
-    .venv/bin/python benchmarks/bench_init_vlm.py --work /tmp/bench_q3s --shape qwen3vl-small  # + Qwen3-0.6B text
+    .venv/bin/python benchmarks/bench_init_vlm.py --work /tmp/bench_q3 --shape qwen3vl-4b     # VL-4B ViT + Qwen3-4B
+    .venv/bin/python benchmarks/bench_init_vlm.py --work /tmp/bench_q3s --shape qwen3vl-small # + Qwen3-0.6B text
 
 Builds random-weight bf16 sources on disk tensor by tensor (Qwen2.5-VL-3B vision + text config as the
 ViT source, Qwen2.5-3B as the LLM source; never a model in memory), then measures, each in a fresh

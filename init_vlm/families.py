@@ -88,8 +88,8 @@ def _qwen3():
         projector_prefixes=("model.visual.merger.", "model.visual.deepstack_merger_list."),
         # head_dim: Qwen3 sets it explicitly (128 even where hidden/heads is not, e.g. Qwen3-0.6B/4B/32B).
         text_fields=_COMMON_TEXT + ("head_dim", "attention_bias", "bos_token_id", "eos_token_id"),
-        mrope_base=(24, 20, 20), mrope_interleaved=True, hub_layout=False, patch_size=16, lf_template="qwen3_vl_nothink",
-        chat_template=QWEN3_VL_CHAT_TEMPLATE)
+        mrope_base=(24, 20, 20), mrope_interleaved=True, hub_layout=False, patch_size=16,
+        lf_template="qwen3_vl_nothink", chat_template=QWEN3_VL_CHAT_TEMPLATE)
 
 
 def families() -> dict[str, Family]:

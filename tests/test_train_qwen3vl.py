@@ -46,10 +46,12 @@ def test_groups_count_deepstack_mergers_apart(model_dir):
 def test_projector_stage_uses_llamafactorys_freeze_tuning_for_qwen3vl(model_dir, tmp_path):
     assert lf_method(model_dir, PROJECTOR_SPEC) == {
         "finetuning_type": "freeze", "freeze_vision_tower": False, "freeze_multi_modal_projector": False,
-        "freeze_language_model": True, "freeze_trainable_layers": -2, "freeze_trainable_modules": "linear_fc1,linear_fc2"}
+        "freeze_language_model": True, "freeze_trainable_layers": -2,
+        "freeze_trainable_modules": "linear_fc1,linear_fc2"}
     full = {"trainable": "all", "freeze_vision_tower": False, "freeze_multi_modal_projector": False,
             "freeze_language_model": False}
-    assert lf_method(model_dir, full) == {"finetuning_type": "full", **{k: v for k, v in full.items() if k != "trainable"}}
+    flags = {k: v for k, v in full.items() if k != "trainable"}
+    assert lf_method(model_dir, full) == {"finetuning_type": "full", **flags}
     # Before init_vlm has run (plan) there is no config.json: the configured flags, full tuning.
     assert lf_method(tmp_path, PROJECTOR_SPEC)["finetuning_type"] == "full"
 
@@ -99,7 +101,8 @@ def test_lmms_eval_qwen3_vl_evaluates_the_built_model(model_dir, image, tmp_path
     data.write_text(json.dumps({"question": "What color is the square?", "answer": "red", "image": str(image)}) + "\n")
     (tasks / "init_vlm_smoke.yaml").write_text(TASK_YAML.format(data=data))
     (tasks / "utils.py").write_text(TASK_UTILS)
-    args = f"pretrained={model_dir},device=cpu,device_map=cpu,max_pixels={QWEN3VL_MAX_PIXELS},min_pixels={QWEN3VL_MIN_PIXELS}"
+    args = (f"pretrained={model_dir},device=cpu,device_map=cpu,max_pixels={QWEN3VL_MAX_PIXELS},"
+            f"min_pixels={QWEN3VL_MIN_PIXELS}")
     out = tmp_path / "eval_out"
     proc = run([str(BIN / "lmms-eval"), "eval", "--model", "qwen3_vl", "--model_args", args, "--tasks",
                 "init_vlm_smoke", "--include_path", str(tasks), "--batch_size", "1", "--output_path", str(out),
