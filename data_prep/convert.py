@@ -23,7 +23,8 @@ from data_prep.images import image_list, match_key, probe, resolve
 from data_prep.readers import READERS
 from data_prep.stream_json import BadJson, Batch
 from data_prep.subset import key_hash
-from data_prep.tokens import IMAGE_TAG, TextCounter, estimate, max_visual_tokens, visual_tokens
+from data_prep.tokens import (DEFAULT_GRID, DEFAULT_SYSTEM, IMAGE_TAG, TextCounter, VisualGrid, estimate,
+                              max_visual_tokens, visual_tokens)
 
 MIN_TRUNCATED_TOKENS = 16  # a caption cut shorter than this is not worth training on: drop instead
 _OTHER_TAGS = ("<video>", "<audio>")
@@ -52,6 +53,8 @@ class Plan:
     min_pixels: int
     max_pixels: int
     tokenizer_json: str | None = None
+    grid: VisualGrid = DEFAULT_GRID     # the model's visual unit and processor bounds (Qwen2.5-VL: 28 px)
+    default_system: str | None = DEFAULT_SYSTEM   # the template's system turn for rows without one (None: none)
 
 
 @dataclass
@@ -80,9 +83,9 @@ class Converter:
         self.plan = plan
         reader = READERS[plan.reader]
         self.kind, self.parse = reader.kind, reader.parse
-        self.counter = TextCounter(plan.tokenizer_json)
+        self.counter = TextCounter(plan.tokenizer_json, plan.default_system)
         self.ovh = self.counter.overheads
-        self.max_vis = max_visual_tokens(plan.min_pixels, plan.max_pixels)
+        self.max_vis = max_visual_tokens(plan.min_pixels, plan.max_pixels, plan.grid)
         if plan.prompts is not None:
             self.prompt_contents = [IMAGE_TAG + p for p in plan.prompts]
             self.prompt_tokens = self.counter.count(list(plan.prompts))
@@ -402,7 +405,7 @@ class Converter:
                     if path not in sizes:
                         sizes[path] = probe(path, full_decode=p.full_decode, min_side=p.min_image_side,
                                             max_pixels=p.max_image_pixels)
-                    vis += visual_tokens(*sizes[path], p.min_pixels, p.max_pixels)
+                    vis += visual_tokens(*sizes[path], p.min_pixels, p.max_pixels, p.grid)
             except RowReject as rej:
                 res.rejects.append((line, index, _jsonable(rid), rej.reason, rej.detail))
                 continue

@@ -16,6 +16,7 @@ run deletes first; the same inputs and config give byte-identical outputs whatev
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from data_prep import outdir
 from data_prep.convert import Plan
+from data_prep.tokens import DEFAULT_GRID, DEFAULT_SYSTEM, VisualGrid
 from data_prep.errors import DataPrepError
 from data_prep.manifest import Totals, build_manifest, floor_error
 from data_prep.readers import READERS, resolve_fields
@@ -54,8 +56,10 @@ def prepare_dataset(source: Mapping, out_dir: Path, *, dataset_name: str, pixels
     reader = READERS[spec.reader]
     fields = [resolve_fields(reader, f, spec.field_map) for f in files]
     tokenizer_json, token_info = load_tokenizer(tokenizer_dir, spec.check_images)
+    grid = load_grid(tokenizer_dir, token_info)
+    system = default_system(tokenizer_dir, token_info)
     seed = int(spec.seed if spec.seed is not None else seed)
-    plan = _plan(spec, files, fields, pixels, cutoff_len, seed, tokenizer_json)
+    plan = _plan(spec, files, fields, pixels, cutoff_len, seed, tokenizer_json, grid, system)
     total_bytes = sum(f.stat().st_size for f in files)
     n_workers = worker_count(spec.workers if workers is None else workers, files, total_bytes,
                              check_images=spec.check_images, exact_tokens=tokenizer_json is not None)
@@ -111,7 +115,37 @@ def load_tokenizer(tokenizer_dir, images_checked: bool) -> tuple[str | None, dic
                   "tokenizer_sha256": hashlib.sha256(text.encode()).hexdigest()}
 
 
-def _plan(spec: SourceSpec, files, fields, pixels, cutoff_len, seed, tokenizer_json) -> Plan:
+def load_grid(model_dir, token_info: dict) -> VisualGrid:
+    """The model's visual unit from its processor config (Qwen2.5-VL 28 px, Qwen3-VL 32 px); noted in token_info."""
+    names = ("preprocessor_config.json", "processor_config.json")
+    if model_dir is None or not any((Path(model_dir) / n).is_file() for n in names):
+        return DEFAULT_GRID  # a tokenizer-only folder: Qwen2.5-VL's grid within the pixel budget
+    try:
+        grid = VisualGrid.from_model_dir(model_dir)
+    except ValueError as err:
+        raise DataPrepError(f"tokenizer_dir {model_dir}: {err}") from None
+    if grid.unit != DEFAULT_GRID.unit:  # Qwen2.5-VL manifests keep their wording
+        token_info["visual_unit_px"] = grid.unit
+    return grid
+
+
+def default_system(model_dir, token_info: dict) -> str | None:
+    """The system turn the model's training template adds to rows without one. Qwen3-VL models train with
+    LLaMA-Factory's qwen3_vl_nothink template (as their chat template renders prompts), which adds none."""
+    path = None if model_dir is None else Path(model_dir) / "config.json"
+    if path is None or not path.is_file():
+        return DEFAULT_SYSTEM
+    try:
+        model_type = json.loads(path.read_text()).get("model_type")
+    except json.JSONDecodeError as err:
+        raise DataPrepError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    if model_type != "qwen3_vl":
+        return DEFAULT_SYSTEM
+    token_info["template"] = "qwen3_vl_nothink: no default system turn"
+    return None
+
+
+def _plan(spec: SourceSpec, files, fields, pixels, cutoff_len, seed, tokenizer_json, grid, system) -> Plan:
     prompts = None if spec.prompts == "source" else tuple(spec.prompts or DEFAULT_PROMPTS)
     return Plan(reader=spec.reader, files=tuple(str(f) for f in files), fields=tuple(fields),
                 image_root=os.path.normpath(os.path.abspath(spec.image_root)),
@@ -121,7 +155,7 @@ def _plan(spec: SourceSpec, files, fields, pixels, cutoff_len, seed, tokenizer_j
                 path_prefix=spec.path_prefix, strip_prefix=spec.match_strip_prefix,
                 truncate=spec.over_cutoff == "truncate", cutoff_len=int(cutoff_len),
                 min_pixels=int(pixels["min_pixels"]), max_pixels=int(pixels["max_pixels"]),
-                tokenizer_json=tokenizer_json)
+                tokenizer_json=tokenizer_json, grid=grid, default_system=system)
 
 
 def _select_subset(pool, batches, spec: SourceSpec, total_bytes: int, log) -> tuple:

@@ -14,7 +14,7 @@ from typing import Mapping
 from stagekit import StageRun
 
 KIND = "data_prep"
-VERSION = 2
+VERSION = 3   # 3: visual tokens in the model processor's own units and bounds (Qwen3-VL: 32 px)
 ROLES = ("align_data", "captions", "sft_data")
 RUN_ONLY = ("workers", "expected_rows", "hub")
 # A recaptioned caption source (recaption/stage.py) reads the recaption stage's output through

@@ -1,15 +1,19 @@
 """The sequence length training will see, per sample, before training: LLaMA-Factory
 truncates an over-long multimodal row silently, cutting image tokens and breaking the sample.
 
-Visual tokens: what LLaMA-Factory's qwen2_vl plugin does to an image of size (w, h): its own
-pre-resize into [min_pixels, max_pixels] (sides >= 28, aspect ratio clamped at 200), then
-Qwen2-VL's smart_resize with factor 28 (14-px patches, 2x2 merge); tokens = (h/28) * (w/28).
-Both steps use the one shared pixel budget (`pixels` of the harness config).
+Visual tokens: what LLaMA-Factory's qwen2_vl / qwen3_vl plugin does to an image of size (w, h): its
+own pre-resize into the shared pixel budget [min_pixels, max_pixels] (sides >= 28, aspect ratio
+clamped at 200), then the image processor's smart_resize to multiples of patch_size x merge_size
+within the processor's own size bounds; tokens = (h/unit) * (w/unit). The unit and bounds come from
+the model folder's preprocessor_config.json (`VisualGrid.from_model_dir`): 28 px for Qwen2.5-VL
+(14-px patches, 2x2 merge), 32 px for Qwen3-VL (16-px patches). Without a model folder the
+Qwen2.5-VL grid with the pixel budget as bounds is assumed.
 
-Text tokens: LLaMA-Factory renders the qwen2_vl template message by message; special tokens split
+Text tokens: LLaMA-Factory renders the qwen2_vl (or qwen3_vl_nothink) template message by message; special tokens split
 the text, so the count is the sum of the tokens of each text piece plus a fixed overhead per turn:
 
-    system   "<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n"   (once per sample)
+    system   "<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n"   (once per sample; Qwen3-VL's
+             qwen3_vl_nothink template adds no default system turn)
     user     "<|im_start|>user\\n" {content} "<|im_end|>\\n<|im_start|>assistant\\n"
     assistant {content} "<|im_end|>\\n"
     image    "<|vision_start|>" visual tokens "<|vision_end|>"    (replaces each <image>)
@@ -21,10 +25,14 @@ ceil(utf-8 bytes / 4) and every special token 1: an estimate, flagged as such in
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
-FACTOR = 28  # 14-px patches merged 2x2
+FACTOR = 28  # Qwen2.5-VL: 14-px patches merged 2x2
+LF_MIN_SIDE = 28  # LLaMA-Factory's qwen2_vl plugin (and qwen3_vl, which inherits it) enlarges sides below 28 px
 DEFAULT_SYSTEM = "You are a helpful assistant."
 IMAGE_TAG = "<image>"
 TEMPLATE = {
@@ -60,8 +68,8 @@ def lf_preresize(width: int, height: int, min_pixels: int, max_pixels: int) -> t
     if width * height < min_pixels:
         factor = math.sqrt(min_pixels / (width * height))
         width, height = int(width * factor), int(height * factor)
-    if min(width, height) < FACTOR:
-        width, height = max(width, FACTOR), max(height, FACTOR)
+    if min(width, height) < LF_MIN_SIDE:
+        width, height = max(width, LF_MIN_SIDE), max(height, LF_MIN_SIDE)
     if width / height > 200:
         width = height * 180
     if height / width > 200:
@@ -69,16 +77,64 @@ def lf_preresize(width: int, height: int, min_pixels: int, max_pixels: int) -> t
     return width, height
 
 
+@dataclass(frozen=True)
+class VisualGrid:
+    """One visual token's side in pixels and the image processor's own resize bounds (None: the pixel budget)."""
+
+    unit: int = FACTOR
+    min_pixels: int | None = None
+    max_pixels: int | None = None
+
+    @classmethod
+    def from_model_dir(cls, model_dir: str | Path) -> "VisualGrid":
+        """Read from the file the processor itself is built from: preprocessor_config.json (as published),
+        else the image_processor part of processor_config.json (as transformers 5 saves it)."""
+        path, cfg = processor_config(model_dir)
+        for key in ("patch_size", "merge_size"):
+            if not isinstance(cfg.get(key), int) or cfg[key] < 1:
+                raise ValueError(f"{path}: key {key!r} must be a positive integer, found {cfg.get(key)!r}")
+        size = cfg.get("size") or {}
+        return cls(unit=cfg["patch_size"] * cfg["merge_size"],
+                   min_pixels=size.get("shortest_edge", cfg.get("min_pixels")),
+                   max_pixels=size.get("longest_edge", cfg.get("max_pixels")))
+
+    def bounds(self, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+        return (self.min_pixels if self.min_pixels is not None else min_pixels,
+                self.max_pixels if self.max_pixels is not None else max_pixels)
+
+
+DEFAULT_GRID = VisualGrid()
+
+
+def processor_config(model_dir: str | Path) -> tuple[Path, dict]:
+    """(file, image processor settings) of a model folder; ValueError names the file when there is none."""
+    folder = Path(model_dir)
+    for name, part in (("preprocessor_config.json", None), ("processor_config.json", "image_processor")):
+        path = folder / name
+        if not path.is_file():
+            continue
+        try:
+            cfg = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: cannot read the image processor config ({err})") from None
+        if part is None:
+            return path, cfg
+        if isinstance(cfg.get(part), dict):
+            return path, cfg[part]
+    raise ValueError(f"{folder}: no preprocessor_config.json, nor a processor_config.json with an image_processor")
+
+
 @lru_cache(maxsize=65536)
-def visual_tokens(width: int, height: int, min_pixels: int, max_pixels: int) -> int:
+def visual_tokens(width: int, height: int, min_pixels: int, max_pixels: int, grid: VisualGrid = DEFAULT_GRID) -> int:
     width, height = lf_preresize(width, height, min_pixels, max_pixels)
-    h_bar, w_bar = smart_resize(height, width, FACTOR, min_pixels, max_pixels)
-    return (h_bar // FACTOR) * (w_bar // FACTOR)
+    h_bar, w_bar = smart_resize(height, width, grid.unit, *grid.bounds(min_pixels, max_pixels))
+    return (h_bar // grid.unit) * (w_bar // grid.unit)
 
 
-def max_visual_tokens(min_pixels: int, max_pixels: int) -> int:
-    """Upper bound for an image whose size is unknown (image checks off)."""
-    return max(max_pixels // (FACTOR * FACTOR), math.ceil(min_pixels / (FACTOR * FACTOR)))
+def max_visual_tokens(min_pixels: int, max_pixels: int, grid: VisualGrid = DEFAULT_GRID) -> int:
+    """Upper bound for an image whose size is unknown (image checks off): the pixel budget in visual units."""
+    unit2 = grid.unit * grid.unit
+    return max(max_pixels // unit2, math.ceil(min_pixels / unit2))
 
 
 def estimate(text: str) -> int:
@@ -90,12 +146,14 @@ def estimate(text: str) -> int:
 class TextCounter:
     """Counts text tokens of many strings at once, with a tokenizer (exact) or the bytes/4 estimate."""
 
-    def __init__(self, tokenizer_json: str | None = None):
+    def __init__(self, tokenizer_json: str | None = None, default_system: str | None = DEFAULT_SYSTEM):
+        """default_system: the system turn the template adds when a row has none (None: it adds none)."""
         self.tokenizer = None
         if tokenizer_json is not None:
             from tokenizers import Tokenizer
 
             self.tokenizer = Tokenizer.from_str(tokenizer_json)
+        self.default_system = default_system
         self.overheads = self._overheads()
 
     @property
@@ -137,7 +195,8 @@ class TextCounter:
     def _overheads(self) -> dict:
         sys_open, sys_close = TEMPLATE["system"]
         return {
-            "default_system": self.count_special(sys_open + DEFAULT_SYSTEM + sys_close),
+            "default_system": (0 if self.default_system is None
+                               else self.count_special(sys_open + self.default_system + sys_close)),
             "system": self.count_special(sys_open + sys_close),
             "user": self.count_special("".join(TEMPLATE["user"])),
             "assistant": self.count_special("".join(TEMPLATE["assistant"])),

@@ -2,7 +2,9 @@
 
 - ViT source: a complete Qwen2.5-VL checkpoint (init_vlm keeps only its vision tower and processor).
 - LLM source: a plain Qwen2 causal LM whose hidden size differs from the ViT source's text part,
-  so init_vlm really has to merge configs and build a projector of a new shape."""
+  so init_vlm really has to merge configs and build a projector of a new shape.
+- The same pair for Qwen3-VL (CapRL's newer captioners): a complete Qwen3-VL checkpoint with DeepStack
+  mergers and a Qwen3 causal LM whose explicit head_dim differs from hidden/heads, as in Qwen3-4B."""
 
 from __future__ import annotations
 
@@ -11,6 +13,9 @@ from pathlib import Path
 # 28*28 = one merged 2x2 block of 14-px patches; 4..16 blocks keep images to a handful of tokens.
 MIN_PIXELS = 28 * 28 * 4
 MAX_PIXELS = 28 * 28 * 16
+# Qwen3-VL: 32*32 = one merged 2x2 block of 16-px patches; the same 4..16 tokens per image.
+QWEN3VL_MIN_PIXELS = 32 * 32 * 4
+QWEN3VL_MAX_PIXELS = 32 * 32 * 16
 
 
 def build_tiny_vit_source(out_dir: Path, tokenizer_dir: Path, *, text_hidden: int = 48, seed: int = 0,
@@ -67,6 +72,66 @@ def build_tiny_processor(tokenizer):
                                chat_template=tokenizer.chat_template)
 
 
+def build_tiny_qwen3vl_vit_source(out_dir: Path, tokenizer_dir: Path, *, text_hidden: int = 48, seed: int = 0,
+                                  dtype: str = "float32", vocab_size: int | None = None) -> Path:
+    """Write a tiny Qwen3VLForConditionalGeneration + tokenizer + processor into `out_dir`."""
+    import torch
+    from transformers import AutoTokenizer, Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    text = _tiny_text_config(tok, hidden=text_hidden, layers=2, heads=4, kv_heads=2, mrope=False, rows=vocab_size)
+    # head_dim 16, not 48/4: Qwen3 states it; M-RoPE interleaved like Qwen3-VL's [24, 20, 20] of 64.
+    text.update(head_dim=16, rope_parameters={"rope_type": "default", "rope_theta": 5000000.0,
+                                              "mrope_section": [4, 2, 2], "mrope_interleaved": True})
+    config = Qwen3VLConfig(vision_config=_tiny_qwen3vl_vision_config(out_hidden=text_hidden), text_config=text,
+                           tie_word_embeddings=False, **_token_ids(tok))
+    out_dir = Path(out_dir)
+    _save_model(Qwen3VLForConditionalGeneration, config, out_dir, seed, getattr(torch, dtype))
+    tok.save_pretrained(out_dir)
+    build_tiny_qwen3vl_processor(tok).save_pretrained(out_dir)
+    return out_dir
+
+
+def build_tiny_qwen3_llm_source(out_dir: Path, tokenizer_dir: Path, *, hidden: int = 64, layers: int = 3,
+                                seed: int = 1, tie_word_embeddings: bool = True, dtype: str = "float32",
+                                vocab_size: int | None = None, **config_overrides) -> Path:
+    """Write a tiny Qwen3ForCausalLM + tokenizer (tied like Qwen3-4B, head_dim 32 != hidden/heads).
+
+    3 layers: more than the tiny ViT's 2 DeepStack mergers, which add their features after text layers
+    0 and 1; after the last layer they would reach no later token and never get a gradient."""
+    import torch
+    from transformers import AutoTokenizer, Qwen3Config, Qwen3ForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    fields = _tiny_text_config(tok, hidden=hidden, layers=layers, heads=4, kv_heads=2, mrope=False, rows=vocab_size)
+    fields.update(head_dim=32, max_window_layers=layers)
+    config = Qwen3Config(**{**fields, **config_overrides}, tie_word_embeddings=tie_word_embeddings)
+    out_dir = Path(out_dir)
+    _save_model(Qwen3ForCausalLM, config, out_dir, seed, getattr(torch, dtype))
+    tok.save_pretrained(out_dir)
+    return out_dir
+
+
+def build_tiny_qwen3vl_processor(tokenizer):
+    """A Qwen3-VL processor (16-px patches) with a small pixel budget around `tokenizer`."""
+    from transformers import Qwen2VLImageProcessor, Qwen3VLProcessor, Qwen3VLVideoProcessor
+
+    size = {"shortest_edge": QWEN3VL_MIN_PIXELS, "longest_edge": QWEN3VL_MAX_PIXELS}
+    # Qwen3-VL normalizes with mean = std = 0.5, not CLIP's values.
+    norm = {"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}
+    image = Qwen2VLImageProcessor(size=dict(size), patch_size=16, merge_size=2, temporal_patch_size=2, **norm)
+    video = Qwen3VLVideoProcessor(size=dict(size), patch_size=16, merge_size=2, temporal_patch_size=2, **norm)
+    return Qwen3VLProcessor(image_processor=image, tokenizer=tokenizer, video_processor=video,
+                            chat_template=tokenizer.chat_template)
+
+
+def _tiny_qwen3vl_vision_config(out_hidden: int) -> dict:
+    # 64 learned positions = an 8x8 grid, interpolated to any image size; DeepStack taps both blocks.
+    return dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, in_channels=3, patch_size=16,
+                spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=out_hidden, num_position_embeddings=64,
+                deepstack_visual_indexes=[0, 1], hidden_act="gelu_pytorch_tanh")
+
+
 def _tiny_vision_config(out_hidden: int) -> dict:
     return dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, in_channels=3, patch_size=14,
                 spatial_merge_size=2, temporal_patch_size=2, window_size=112, out_hidden_size=out_hidden,
@@ -106,21 +171,29 @@ def _save_model(model_cls, config, out_dir: Path, seed: int, dtype) -> None:
 
 
 def build_tiny_pair(root: Path, *, seed: int = 0, llm_tied: bool = True, dtype: str = "float32",
-                    llm_vision_tokens: bool = True, llm_hidden: int = 64) -> tuple[Path, Path]:
+                    llm_vision_tokens: bool = True, llm_hidden: int = 64,
+                    family: str = "qwen2_5_vl") -> tuple[Path, Path]:
     """A ViT source and an LLM source under `root` (for tests); returns (vit_source, llm_source).
 
-    llm_vision_tokens=False gives the LLM a plain-Qwen2 tokenizer (no vision tokens), like Qwen2-7B."""
+    llm_vision_tokens=False gives the LLM a plain-Qwen2 tokenizer (no vision tokens), like Qwen2-7B.
+    family: qwen2_5_vl (Qwen2.5-VL ViT + Qwen2 LM) or qwen3_vl (Qwen3-VL ViT + Qwen3 LM)."""
     from embedded.tokenizer import train_tokenizer
     from init_vlm.qwen_vocab import QWEN2_BASE_TOKENS
 
     root = Path(root)
     tok = train_tokenizer(tiny_corpus(), root / "tokenizer", vocab_size=512)
-    vit = build_tiny_vit_source(root / "vit_source", tok, seed=seed, dtype=dtype)
+    build_vit, build_llm = TINY_BUILDERS[family]
+    vit = build_vit(root / "vit_source", tok, seed=seed, dtype=dtype)
     if not llm_vision_tokens:
         tok = train_tokenizer(tiny_corpus(), root / "tokenizer_qwen2", vocab_size=512, added_tokens=QWEN2_BASE_TOKENS)
-    llm = build_tiny_llm_source(root / "llm_source", tok, hidden=llm_hidden, seed=seed + 1,
-                                tie_word_embeddings=llm_tied, dtype=dtype)
+    llm = build_llm(root / "llm_source", tok, hidden=llm_hidden, seed=seed + 1, tie_word_embeddings=llm_tied,
+                    dtype=dtype)  # each builder's own layer count
     return vit, llm
+
+
+# ViT-source model_type -> (ViT source builder, LLM source builder)
+TINY_BUILDERS = {"qwen2_5_vl": (build_tiny_vit_source, build_tiny_llm_source),
+                 "qwen3_vl": (build_tiny_qwen3vl_vit_source, build_tiny_qwen3_llm_source)}
 
 
 def tiny_corpus(n: int = 400) -> list[str]:

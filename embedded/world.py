@@ -9,6 +9,8 @@
     <world>/llm_source/                     tiny Qwen2 LM with a different hidden size
     <world>/benchmarks/<task>.parquet       the twelve Table-1 benchmarks in their published schema
                                             (embedded/benchmarks.py; when table1_benchmarks is true)
+    <world>/qwen3vl_vit_source/             tiny Qwen3-VL (DeepStack mergers)   } only with
+    <world>/qwen3_llm_source/               tiny Qwen3 LM (explicit head_dim)   } qwen3vl_sources: true
 
 Configs point into it with world://<path> (configs/hydra/world/embedded.yaml)."""
 
@@ -39,4 +41,16 @@ def build_world(out_dir: Path, cfg: Mapping, log=print) -> dict:
 
         files = build_table1_benchmarks(out_dir / "benchmarks")
         log(f"local copies of {len(files)} Table-1 benchmarks written")
+    if cfg.get("qwen3vl_sources"):  # set by Qwen3-VL tiny backbones (configs/hydra/world_extras/)
+        _build_qwen3vl_sources(out_dir, tok, cfg, log)
     return {"n_train": cfg["n_train"], "n_bench": cfg["n_bench"]}
+
+
+def _build_qwen3vl_sources(out_dir: Path, tok: Path, cfg: Mapping, log) -> None:
+    from embedded.tiny_models import build_tiny_qwen3_llm_source, build_tiny_qwen3vl_vit_source
+
+    build_tiny_qwen3vl_vit_source(out_dir / "qwen3vl_vit_source", tok, text_hidden=cfg["vit_text_hidden"],
+                                  seed=cfg["seed"])
+    # The builder's 3 layers, not llm_layers: the text model needs a layer after the 2 DeepStack layers.
+    build_tiny_qwen3_llm_source(out_dir / "qwen3_llm_source", tok, hidden=cfg["llm_hidden"], seed=cfg["seed"] + 1)
+    log("tiny Qwen3-VL ViT source and Qwen3 LLM source written")

@@ -25,7 +25,7 @@ Inputs
 - eval_cfg (configs/hydra/eval/):
     batch_size: 1          scores move with batch size, so 1 unless you know better
     limit: null            --limit (an int, or a fraction) for smoke runs
-    model: qwen2_5_vl      lmms-eval model backend; "vllm" for its vLLM backend
+    model: qwen2_5_vl      lmms-eval model backend (the backbone's eval_model: qwen2_5_vl, qwen3_vl); "vllm" for vLLM
     device: cpu            cpu | cuda
     num_processes: 1       >1 on CUDA: `accelerate launch --num_processes N -m lmms_eval ...`;
                            with model=vllm: data_parallel_size=N in one process

@@ -26,7 +26,7 @@ def eval_settings(eval_cfg: Mapping) -> dict:
                               "run on these)")
     if int(cfg["num_processes"]) > 1 and not str(cfg["device"]).startswith("cuda") and cfg["model"] != "vllm":
         raise EvaluationError(f"eval.num_processes={cfg['num_processes']} needs device cuda: lmms-eval's "
-                              "qwen2_5_vl runs one process on CPU")
+                              f"{cfg['model']} runs one process on CPU")
     return cfg
 
 

@@ -1,4 +1,5 @@
-"""The init_vlm stage: a pretrained ViT (from a Qwen2.5-VL checkpoint) + a pretrained Qwen2 LLM + a new projector.
+"""The init_vlm stage: a pretrained ViT (from a Qwen2.5-VL or Qwen3-VL checkpoint) + a pretrained LLM of the
+same family (Qwen2 / Qwen3) + a new projector (init_vlm/families.py says which family needs what).
 
 Order of work: check everything that can be checked from configs, safetensors headers, the tokenizer
 and the processor, then stream weights into a hidden temporary folder, write tokenizer/processor/
@@ -11,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from init_vlm.config_merge import merge_config, read_llm_config, read_vit_config
+from init_vlm.config_merge import merge_config, read_configs
 from init_vlm.errors import InitVLMError
 from init_vlm.manifest import (library_versions, module_parameters, parameter_groups, source_record,
                                write_manifest)
@@ -37,34 +38,36 @@ def build_vlm(vit_source: str, llm_source: str, out_dir: Path, *, projector_init
     llm = open_checkpoint("LLM", str(llm_source), llm_revision)
     log(f"sources: ViT {vit.folder} ({len(vit.tensors)} tensors), LLM {llm.folder} ({len(llm.tensors)} tensors)")
 
-    vit_cfg, llm_cfg = read_vit_config(vit), read_llm_config(llm)
-    tok = prepare_tokenizer(llm)
+    family, vit_cfg, llm_cfg = read_configs(vit, llm)
+    log(f"family: {family.name} ({family.vit_model_type} ViT + {family.llm_model_type} LLM)")
+    tok = prepare_tokenizer(llm, family.chat_template)
     # Loaded now, not when writing: a ViT source without a usable processor fails before a 72B pass.
-    processor = build_processor(vit, tok.tokenizer)
+    processor = build_processor(vit, tok.tokenizer, family)
     if tok.original_len > llm_cfg.vocab_size:
         raise llm.fail(f"tokenizer has {tok.original_len} tokens but the embeddings only "
                        f"{llm_cfg.vocab_size} rows (vocab_size); tokenizer and weights do not belong together")
     rows = max(llm_cfg.vocab_size, len(tok.tokenizer))
-    config = merge_config(vit_cfg, llm_cfg, llm, vocab_rows=rows, token_ids=tok.token_ids, dtype="float32")
+    config = merge_config(vit_cfg, llm_cfg, llm, vocab_rows=rows, token_ids=tok.token_ids, dtype="float32",
+                          family=family)
 
-    plan = plan_tensors(expected_tensors(config), vit, llm)
+    plan = plan_tensors(expected_tensors(config, family), vit, llm, family)
     check_vocab_rows(plan, llm, llm_cfg.vocab_size, llm_cfg.hidden_size)
     out_dtype = settle_dtype(plan, vit, llm, dtype)
     config.dtype = config.text_config.dtype = out_dtype
     resize_vocab(plan, rows, tok.added_ids(), mean_rows=tok.original_len)
-    shapes = projector_shapes(vit_cfg.vision_config, llm_cfg.hidden_size)
-    attach_projector(plan, init_projector(shapes, projector_init, seed, torch_dtype(plan[0].tag)))
+    shapes = projector_shapes(vit_cfg.vision_config, llm_cfg.hidden_size, family)
+    attach_projector(plan, init_projector(shapes, projector_init, seed, torch_dtype(plan[0].tag)), family)
     if tok.added:
         log(f"tokenizer: added {len(tok.added)} tokens {tok.added}; vocab rows {llm_cfg.vocab_size} -> {rows}")
 
     tmp = partial_dir(out_dir)
     try:
-        manifest = _write(tmp, plan, config, tok, processor, vit, llm, log,
+        manifest = _write(tmp, plan, config, tok, processor, vit, llm, log, family=family,
                           projector={"init": projector_init, "seed": seed,
                                      "shapes": {k: list(v) for k, v in sorted(shapes.items())}},
                           vocab={"llm_rows": llm_cfg.vocab_size, "rows": rows})
         if verify:
-            manifest["verification"] = verify_output(tmp, plan, tok.added_ids(), log=log)
+            manifest["verification"] = verify_output(tmp, plan, tok.added_ids(), log=log, family=family)
             write_manifest(tmp, manifest)
         os.rename(tmp, out_dir)  # atomic on one filesystem; replaces an empty out_dir
     except BaseException:
@@ -74,7 +77,7 @@ def build_vlm(vit_source: str, llm_source: str, out_dir: Path, *, projector_init
     return manifest
 
 
-def _write(tmp: Path, plan, config, tok, processor, vit, llm, log, *, projector: dict, vocab: dict) -> dict:
+def _write(tmp: Path, plan, config, tok, processor, vit, llm, log, *, family, projector: dict, vocab: dict) -> dict:
     log(f"writing {sum(t.nbytes for t in plan) / 2**30:.2f} GiB of {plan[0].tag} weights to {tmp}")
     digests = write_shards(plan, tmp)
     config.save_pretrained(tmp)
@@ -90,15 +93,32 @@ def _write(tmp: Path, plan, config, tok, processor, vit, llm, log, *, projector:
         "tokenizer": {"source": f"LLM source {llm.source}", "original_len": tok.original_len,
                       "added_tokens": tok.added, "token_ids": tok.token_ids, "vocab_rows": vocab["rows"],
                       "llm_vocab_rows": vocab["llm_rows"], "new_rows_init": "mean of existing token embeddings",
-                      "chat_template": "qwen2_vl", "processors": f"image and video from ViT source {vit.source}"},
-        "config": {"dtype": str(config.dtype), "tie_word_embeddings": bool(config.tie_word_embeddings),
-                   "out_hidden_size": config.vision_config.out_hidden_size,
-                   "mrope_section": config.text_config.rope_parameters["mrope_section"]},
+                      "chat_template": family.lf_template,
+                      "processors": f"image and video from ViT source {vit.source}"},
+        "config": _config_summary(config),
         "output_files_sha256": digests,
+        **_family_record(family),
         "library_versions": library_versions(),
     }
     write_manifest(tmp, manifest)
     return manifest
+
+
+def _family_record(family) -> dict:
+    # Only for Qwen3-VL: a Qwen2.5-VL manifest stays byte for byte what it was before Qwen3-VL existed.
+    if family.vit_model_type == "qwen2_5_vl":
+        return {}
+    return {"family": family.name, "projector_tensors_under": list(family.projector_prefixes)}
+
+
+def _config_summary(config) -> dict:
+    rope = config.text_config.rope_parameters
+    out = {"dtype": str(config.dtype), "tie_word_embeddings": bool(config.tie_word_embeddings),
+           "out_hidden_size": config.vision_config.out_hidden_size, "mrope_section": rope["mrope_section"]}
+    if "mrope_interleaved" in rope:  # Qwen3-VL only: keeps Qwen2.5-VL manifests as they were
+        out.update(mrope_interleaved=rope["mrope_interleaved"], head_dim=config.text_config.head_dim,
+                   deepstack_visual_indexes=list(config.vision_config.deepstack_visual_indexes))
+    return out
 
 
 def _generation_config(llm, tokenizer):

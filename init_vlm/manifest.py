@@ -41,7 +41,9 @@ def module_parameters(plan: list[OutTensor], tied: bool) -> dict[str, int]:
     """Parameter counts per module (two name levels deep: visual.blocks, model.layers, ...)."""
     counts: dict[str, int] = defaultdict(int)
     for t in plan:
-        counts[".".join(t.name.split(".")[:2])] += _numel(t.shape)
+        # Runtime-layout names (Qwen3-VL) carry one more level: model.visual.blocks, model.language_model.layers.
+        depth = 3 if t.name.startswith(("model.visual.", "model.language_model.")) else 2
+        counts[".".join(t.name.split(".")[:depth])] += _numel(t.shape)
     counts["total"] = sum(_numel(t.shape) for t in plan)
     if tied:
         counts["lm_head (tied to model.embed_tokens)"] = 0

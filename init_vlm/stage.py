@@ -13,7 +13,7 @@ from stagekit import StageRun, unknown_keys
 KIND = "init_vlm"
 VERSION = 1
 OUTPUT_KEYS = ("vit_source", "llm_source", "vit_revision", "llm_revision", "projector_init", "dtype")
-BACKBONE_KEYS = ("name", "label", *OUTPUT_KEYS, "template", "params")
+BACKBONE_KEYS = ("name", "label", *OUTPUT_KEYS, "template", "eval_model", "params")
 DTYPES = (None, "bfloat16", "float16", "float32")
 
 

@@ -30,7 +30,7 @@ class PreparedTokenizer:
         return [self.tokenizer.convert_tokens_to_ids(t) for t in self.added]
 
 
-def prepare_tokenizer(llm: Checkpoint) -> PreparedTokenizer:
+def prepare_tokenizer(llm: Checkpoint, chat_template: str = QWEN2_VL_CHAT_TEMPLATE) -> PreparedTokenizer:
     tok = _load_tokenizer(llm)
     original_len = len(tok)
     vocab = tok.get_vocab()
@@ -43,7 +43,7 @@ def prepare_tokenizer(llm: Checkpoint) -> PreparedTokenizer:
                 tok.add_tokens([AddedToken(content, special=special, normalized=False)], special_tokens=special)
                 added.append(content)
     _check_atomic(tok, llm)
-    tok.chat_template = QWEN2_VL_CHAT_TEMPLATE  # the LLM's own template has no image/video parts
+    tok.chat_template = chat_template  # the LLM's own template has no image/video parts
     return PreparedTokenizer(tok, original_len, added)
 
 
@@ -72,9 +72,10 @@ def _check_atomic(tok, llm: Checkpoint) -> None:
             raise llm.fail(f"tokenizer splits {token} into {ids}; it must be a single added token")
 
 
-def build_processor(vit: Checkpoint, tokenizer):
+def build_processor(vit: Checkpoint, tokenizer, family=None):
     """Image and video processors from the ViT source (its patch/merge sizes and pixel budget), the LLM's tokenizer."""
-    from transformers import AutoImageProcessor, AutoVideoProcessor, Qwen2_5_VLProcessor
+    import transformers
+    from transformers import AutoImageProcessor, AutoVideoProcessor
 
     try:
         image = AutoImageProcessor.from_pretrained(vit.folder)
@@ -85,10 +86,14 @@ def build_processor(vit: Checkpoint, tokenizer):
     try:
         video = AutoVideoProcessor.from_pretrained(vit.folder)
     except Exception:
+        if family is not None and family.vit_model_type != "qwen2_5_vl":
+            raise vit.fail("no usable video processor (video_preprocessor_config.json), which every "
+                           f"{family.name} checkpoint ships") from None
         # Older Qwen2.5-VL checkpoints have no video processor config: derive one from the image settings.
         from transformers import Qwen2VLVideoProcessor
 
         video = Qwen2VLVideoProcessor(size=dict(image.size), patch_size=image.patch_size,
                                       merge_size=image.merge_size, temporal_patch_size=image.temporal_patch_size)
-    return Qwen2_5_VLProcessor(image_processor=image, tokenizer=tokenizer, video_processor=video,
-                               chat_template=QWEN2_VL_CHAT_TEMPLATE)
+    processor_cls = getattr(transformers, family.processor if family else "Qwen2_5_VLProcessor")
+    template = family.chat_template if family else QWEN2_VL_CHAT_TEMPLATE
+    return processor_cls(image_processor=image, tokenizer=tokenizer, video_processor=video, chat_template=template)

@@ -11,40 +11,43 @@ from init_vlm.errors import InitVLMError
 from init_vlm.safetensors_io import iter_chunks, read_tensor, torch_dtype
 from init_vlm.weights import OutTensor, runtime_name
 
-# A 56x56 image is 4x4 patches -> 2x2 merged tokens at any Qwen2.5-VL pixel budget floor.
-_PROBE_SIZE = (56, 56)
+# Two merged tokens a side: 56x56 for Qwen2.5-VL's 14-px patches, 64x64 for Qwen3-VL's 16-px ones
+# (the processor resizes into its pixel budget anyway).
+_PROBE_TOKENS = 2
 
 
-def verify_output(folder: Path, plan: list[OutTensor], added_ids: list[int], log=print) -> dict:
+def verify_output(folder: Path, plan: list[OutTensor], added_ids: list[int], log=print, family=None) -> dict:
     """Reload `folder`, check every tensor and the token ids, run one image+text forward; returns a summary."""
     import torch
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+    import transformers
+    from transformers import AutoProcessor
 
     def fail(what: str) -> InitVLMError:
         return InitVLMError(f"verification of {folder.name} failed: {what}")
 
-    model, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, dtype="auto", output_loading_info=True)
+    model_cls = getattr(transformers, family.vl_model if family else "Qwen2_5_VLForConditionalGeneration")
+    model, info = model_cls.from_pretrained(folder, dtype="auto", output_loading_info=True)
     problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     if problems:
         raise fail(f"reload reported {problems}")
     state = model.state_dict()
-    exact = _check_tensors(state, plan, added_ids, fail)
+    exact = _check_tensors(state, plan, added_ids, fail, family)
     _check_tying(model, fail)
     processor = AutoProcessor.from_pretrained(folder)
     _check_token_ids(model.config, processor.tokenizer, fail)
     with torch.no_grad():
-        logits = _forward(model, processor, fail)
+        logits = _forward(model, processor, fail, _PROBE_TOKENS * (family.token_px if family else 28))
     log(f"verified: {exact} tensors bit-exact, forward pass logits {list(logits.shape)}")
     return {"tensors_checked": len(plan), "copied_bit_exact": exact, "forward_logits_shape": list(logits.shape),
-            "reload": "Qwen2_5_VLForConditionalGeneration + AutoProcessor"}
+            "reload": f"{model_cls.__name__} + AutoProcessor"}
 
 
-def _check_tensors(state: dict, plan: list[OutTensor], added_ids: list[int], fail) -> int:
+def _check_tensors(state: dict, plan: list[OutTensor], added_ids: list[int], fail, family=None) -> int:
     import torch
 
     exact = 0
     for t in plan:
-        got = state.get(runtime_name(t.name))
+        got = state.get(runtime_name(t.name, family))
         if got is None:
             raise fail(f"{t.name} is not in the reloaded model")
         dtype = torch_dtype(t.tag)
@@ -107,12 +110,12 @@ def _check_token_ids(config, tokenizer, fail) -> None:
         raise fail(f"tokenizer has {len(tokenizer)} tokens, embeddings only {config.text_config.vocab_size} rows")
 
 
-def _forward(model, processor, fail):
+def _forward(model, processor, fail, side: int):
     import torch
     from PIL import Image
 
-    ramp = torch.arange(_PROBE_SIZE[0] * _PROBE_SIZE[1] * 3, dtype=torch.int64) % 256
-    image = Image.frombytes("RGB", _PROBE_SIZE, bytes(ramp.to(torch.uint8).tolist()))
+    ramp = torch.arange(side * side * 3, dtype=torch.int64) % 256
+    image = Image.frombytes("RGB", (side, side), bytes(ramp.to(torch.uint8).tolist()))
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}]
     text = processor.apply_chat_template(messages, add_generation_prompt=True)
     inputs = processor(text=[text], images=[image], return_tensors="pt")

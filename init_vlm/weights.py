@@ -2,9 +2,10 @@
 
 The list of tensors the output must hold comes from transformers itself (the model class built on
 the meta device from the merged config), so a checkpoint that would load with missing or
-mis-shaped weights is caught here and not at training time. Names are written in the hub layout
-(`visual.*`, `model.*`, `lm_head.weight`), which is what transformers 5.6 itself saves and what
-older loaders and inference engines read."""
+mis-shaped weights is caught here and not at training time. Qwen2.5-VL names are written in the hub
+layout (`visual.*`, `model.*`, `lm_head.weight`), which is what transformers 5.6 itself saves and what
+older loaders and inference engines read; Qwen3-VL was published with the runtime names
+(`model.visual.*`, `model.language_model.*`), so those are kept as they are."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from init_vlm.safetensors_io import DTYPE_SIZES, ShardWriter, TensorEntry, read_
 from init_vlm.sources import VISION_PREFIXES, Checkpoint
 
 MAX_SHARD_BYTES = 5 * 10**9  # the hub's usual shard size
-PROJECTOR_PREFIX = "visual.merger."
 # Runtime (transformers >= 4.52) prefixes -> the hub's on-disk prefixes.
 _RUNTIME_TO_DISK = (("model.visual.", "visual."), ("model.language_model.", "model."))
 
@@ -45,48 +45,63 @@ class OutTensor:
         return self.src is not None and self.data is None
 
 
-def disk_name(runtime_name: str) -> str:
+def disk_name(runtime_name: str, family=None) -> str:
+    if family is not None and not family.hub_layout:
+        return runtime_name
     for runtime, disk in _RUNTIME_TO_DISK:
         if runtime_name.startswith(runtime):
             return disk + runtime_name[len(runtime):]
     return runtime_name
 
 
-def runtime_name(name: str) -> str:
+def runtime_name(name: str, family=None) -> str:
+    if family is not None and not family.hub_layout:
+        return name
     for runtime, disk in _RUNTIME_TO_DISK:
         if name.startswith(disk):
             return runtime + name[len(disk):]
     return name
 
 
-def expected_tensors(config) -> dict[str, tuple[int, ...]]:
+def expected_tensors(config, family=None) -> dict[str, tuple[int, ...]]:
     """On-disk name -> shape of every weight the output model needs (tied lm_head excluded)."""
     import torch
-    from transformers import Qwen2_5_VLForConditionalGeneration
+    import transformers
 
     with torch.device("meta"):
-        model = Qwen2_5_VLForConditionalGeneration(config)
-    shapes = {disk_name(n): tuple(t.shape) for n, t in model.state_dict().items()}
+        model = getattr(transformers, family.vl_model if family else "Qwen2_5_VLForConditionalGeneration")(config)
+    shapes = {disk_name(n, family): tuple(t.shape) for n, t in model.state_dict().items()}
     if config.tie_word_embeddings:
         shapes.pop("lm_head.weight", None)
     return shapes
 
 
-def plan_tensors(expected: dict[str, tuple[int, ...]], vit: Checkpoint, llm: Checkpoint) -> list[OutTensor]:
+def plan_tensors(expected: dict[str, tuple[int, ...]], vit: Checkpoint, llm: Checkpoint,
+                 family=None) -> list[OutTensor]:
     """Bind every expected tensor to its source (dtype still the source's); fails on missing/mismatched ones."""
     vit_prefix = _vision_prefix(vit)
+    new = family.projector_prefixes if family else ("model.visual.merger.",)
     plan = []
     for name in sorted(expected):
-        shape = expected[name]
-        if name.startswith(PROJECTOR_PREFIX):
+        shape, runtime = expected[name], runtime_name(name, family)
+        if runtime.startswith(new):
             plan.append(OutTensor(name, shape, "", "projector"))
-        elif name.startswith("visual."):
-            plan.append(_bind(vit, vit_prefix + name[len("visual."):], name, shape, "vision"))
+        elif runtime.startswith("model.visual."):
+            plan.append(_bind(vit, vit_prefix + runtime[len("model.visual."):], name, shape, "vision"))
         else:
-            plan.append(_bind(llm, name, name, shape, _text_group(name), check_shape=not _is_vocab(name)))
+            src = _llm_name(runtime)
+            plan.append(_bind(llm, src, name, shape, _text_group(src), check_shape=not _is_vocab(src)))
     _check_unused_llm(llm, {t.src_name for t in plan if t.role == "LLM"})
-    _check_unused_vision(vit, vit_prefix, {t.src_name for t in plan if t.role == "ViT"})
+    replaced = tuple(vit_prefix + p[len("model.visual."):] for p in new)
+    _check_unused_vision(vit, vit_prefix, {t.src_name for t in plan if t.role == "ViT"}, replaced)
     return plan
+
+
+def _llm_name(runtime: str) -> str:
+    """The causal LM's own name of an output text tensor (its decoder is `model.*` there)."""
+    if runtime.startswith("model.language_model."):
+        return "model." + runtime[len("model.language_model."):]
+    return runtime
 
 
 def _vision_prefix(vit: Checkpoint) -> str:
@@ -105,10 +120,10 @@ def _bind(ckpt: Checkpoint, src_name: str, name: str, shape, group: str, check_s
     return OutTensor(name, tuple(shape), entry.dtype, group, ckpt.role, entry, src_name)
 
 
-def _check_unused_vision(vit: Checkpoint, prefix: str, used: set[str]) -> None:
-    # The old merger is replaced, and the source's text decoder is not used; anything else is a mismatch.
-    extra = sorted(n for n in vit.tensors if n.startswith(prefix) and n not in used
-                   and not n.startswith(prefix + "merger."))
+def _check_unused_vision(vit: Checkpoint, prefix: str, used: set[str], replaced: tuple[str, ...]) -> None:
+    # The old projector (merger, DeepStack mergers) is replaced, and the source's text decoder is not
+    # used; anything else is a mismatch.
+    extra = sorted(n for n in vit.tensors if n.startswith(prefix) and n not in used and not n.startswith(replaced))
     if extra:
         raise vit.fail(f"{len(extra)} vision tensor(s) its vision_config does not account for (e.g. {extra[0]}); "
                        f"config and weights disagree")
@@ -137,7 +152,7 @@ def _is_vocab(name: str) -> bool:
 def check_vocab_rows(plan: list[OutTensor], llm: Checkpoint, llm_rows: int, hidden: int) -> None:
     """Embedding / lm_head must be [LLM vocab_size, hidden] in the source (rows may grow in the output)."""
     for t in plan:
-        if t.role == "LLM" and _is_vocab(t.name) and t.src.shape != (llm_rows, hidden):
+        if t.role == "LLM" and _is_vocab(t.src_name) and t.src.shape != (llm_rows, hidden):
             raise llm.fail(f"tensor {t.src_name} has shape {list(t.src.shape)}, its config implies "
                            f"{[llm_rows, hidden]}")
 
@@ -171,7 +186,7 @@ def resize_vocab(plan: list[OutTensor], rows: int, added_ids: list[int], mean_ro
     import torch
 
     for t in plan:
-        if t.role != "LLM" or not _is_vocab(t.name):
+        if t.role != "LLM" or not _is_vocab(t.src_name):
             continue
         src = read_tensor(t.src)
         mean = src[:mean_rows].float().mean(dim=0)  # float32 sum: a bf16 running sum over 150k rows drifts
@@ -180,10 +195,11 @@ def resize_vocab(plan: list[OutTensor], rows: int, added_ids: list[int], mean_ro
         t.shape, t.data = tuple(grown.shape), grown.to(torch_dtype(t.tag))  # held in the output dtype
 
 
-def attach_projector(plan: list[OutTensor], tensors: dict[str, object]) -> None:
+def attach_projector(plan: list[OutTensor], tensors: dict[str, object], family=None) -> None:
+    root = family.projector_root if family else "model.visual.merger."
     for t in plan:
         if t.group == "projector":
-            t.data = tensors[t.name[len(PROJECTOR_PREFIX):]]
+            t.data = tensors[runtime_name(t.name, family)[len(root):]]
             if tuple(t.data.shape) != t.shape:
                 raise InitVLMError(f"projector tensor {t.name}: built {list(t.data.shape)}, "
                                    f"the model needs {list(t.shape)}")

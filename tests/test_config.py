@@ -53,7 +53,7 @@ def test_unknown_group_option_names_group_and_choices():
     with pytest.raises(BadOverride) as err:
         validate_overrides(["backbone=qwen9"])
     assert str(err.value) == ("unknown option 'qwen9' for config group 'backbone'; "
-                              "valid choices: qwen2.5-3b, qwen2.5-7b, tiny")
+                              "valid choices: qwen2.5-3b, qwen2.5-7b, qwen3vl-4b, qwen3vl-8b, tiny, tiny-qwen3vl")
 
 
 def test_unknown_key_names_key_and_siblings():
@@ -177,7 +177,7 @@ def test_every_job_of_a_sweep_is_checked_not_each_value_alone(results_dir):
     ("+captions.subset_sise=5", "captions: source 'synthetic_dense': unknown keys ['subset_sise']; allowed: "),
     ("eval.device=tpu", "eval.device='tpu'; choose cpu, cuda or cuda:N"),
     ("+eval.batchsize=2", "eval: unknown key batchsize; valid keys: batch_size, device, "),
-    ("+backbone.vit=x", "backbone: unknown key vit; valid keys: dtype, label, "),
+    ("+backbone.vit=x", "backbone: unknown key vit; valid keys: dtype, eval_model, label, "),
     ("backbone.projector_init=xavier", "backbone.projector_init='xavier'; choose one of torch_default, normal"),
 ])
 def test_schema_errors_name_the_key_before_any_work(override, message, results_dir):

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from train.batch import gradient_accumulation
 from train.launch import world_size
+from train.trainable import lf_method
 
 # Pass-through keys of train.common (LLaMA-Factory argument names).
 _COMMON_KEYS = ("template", "cutoff_len", "num_train_epochs", "max_steps", "lr_scheduler_type", "warmup_ratio",
@@ -27,12 +28,13 @@ def render_lf_config(*, config: Mapping[str, Any], model_dir: Path, dataset_dir:
         "trust_remote_code": False,
         "image_max_pixels": config["pixels"]["max_pixels"],   # the pixel budget of data_prep and evaluation
         "image_min_pixels": config["pixels"]["min_pixels"],
-        # method: full fine-tuning; the three freeze flags always explicit: LLaMA-Factory's defaults
-        # for them differ between versions, and a silently frozen or unfrozen part wastes a run
+        # method: full fine-tuning, the three freeze flags always explicit (LLaMA-Factory's defaults
+        # for them differ between versions, and a silently frozen part wastes a run); for a
+        # projector-only stage of a Qwen3-VL model, LLaMA-Factory's freeze tuning picks the DeepStack
+        # mergers (train/trainable.py)
         "stage": "sft",
         "do_train": True,
-        "finetuning_type": "full",
-        **{k: bool(spec[k]) for k in FREEZE_KEYS},
+        **lf_method(model_dir, spec),
         # dataset
         "dataset_dir": str(dataset_dir),
         "dataset": dataset,

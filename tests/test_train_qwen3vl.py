@@ -1,0 +1,112 @@
+"""Training a fresh Qwen3-VL: the projector-only alignment stage must train the merger *and* the
+DeepStack mergers, which LLaMA-Factory files under the vision tower.
+
+The fast tests count groups from safetensors headers; the slow ones run the real `llamafactory-cli train`
+(template qwen3_vl) and the real `lmms-eval` (model qwen3_vl) on the tiny Qwen3-VL built by init_vlm.
+Run the slow ones with: .venv/bin/python -m pytest tests/test_train_qwen3vl.py -q -m slow"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from embedded.tiny_models import QWEN3VL_MAX_PIXELS, QWEN3VL_MIN_PIXELS, build_tiny_pair
+from init_vlm import build_vlm
+from tests.test_init_vlm import weights
+from tests.test_init_vlm_integration import BIN, TASK_UTILS, TASK_YAML, image, run  # noqa: F401 (fixture)
+from train.trainable import expected_trainable, lf_method, param_groups
+
+# Tiny Qwen3-VL (vision hidden 32, 2x2 merge -> 128, LLM hidden 64, two DeepStack mergers):
+MERGER = 32 + 32 + 128 * 128 + 128 + 64 * 128 + 64            # LayerNorm(32) + fc1 + fc2 = 24,832
+DEEPSTACK_LINEAR = 2 * (128 * 128 + 128 + 64 * 128 + 64)      # fc1 + fc2 of each = 49,536
+DEEPSTACK_NORM = 2 * (128 + 128)                              # LayerNorm(128) of each = 512
+PROJECTOR_SPEC = {"trainable": "projector", "freeze_vision_tower": True, "freeze_multi_modal_projector": False,
+                  "freeze_language_model": True}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("q3vlm")
+    vit, llm = build_tiny_pair(root / "src", family="qwen3_vl")
+    build_vlm(str(vit), str(llm), root / "vlm", log=lambda *_: None)
+    return root / "vlm"
+
+
+def test_groups_count_deepstack_mergers_apart(model_dir):
+    groups = param_groups(model_dir)
+    assert groups["projector"] == MERGER == 24832
+    assert groups["deepstack"] == DEEPSTACK_LINEAR == 49536
+    assert groups["deepstack_norm"] == DEEPSTACK_NORM == 512
+    assert expected_trainable(model_dir, PROJECTOR_SPEC) == 74368
+
+
+def test_projector_stage_uses_llamafactorys_freeze_tuning_for_qwen3vl(model_dir, tmp_path):
+    assert lf_method(model_dir, PROJECTOR_SPEC) == {
+        "finetuning_type": "freeze", "freeze_vision_tower": False, "freeze_multi_modal_projector": False,
+        "freeze_language_model": True, "freeze_trainable_layers": -2,
+        "freeze_trainable_modules": "linear_fc1,linear_fc2"}
+    full = {"trainable": "all", "freeze_vision_tower": False, "freeze_multi_modal_projector": False,
+            "freeze_language_model": False}
+    flags = {k: v for k, v in full.items() if k != "trainable"}
+    assert lf_method(model_dir, full) == {"finetuning_type": "full", **flags}
+    # Before init_vlm has run (plan) there is no config.json: the configured flags, full tuning.
+    assert lf_method(tmp_path, PROJECTOR_SPEC)["finetuning_type"] == "full"
+
+
+def _dataset(tmp_path: Path, image: Path) -> Path:
+    data = tmp_path / "data"
+    data.mkdir()
+    sample = {"messages": [{"role": "user", "content": "<image>What is in the picture?"},
+                           {"role": "assistant", "content": "A red square on a white background."}],
+              "images": [str(image)]}
+    (data / "tiny.json").write_text(json.dumps([sample] * 4))
+    (data / "dataset_info.json").write_text(json.dumps({"tiny": {
+        "file_name": "tiny.json", "formatting": "sharegpt", "columns": {"messages": "messages", "images": "images"},
+        "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user", "assistant_tag": "assistant"}}}))
+    return data
+
+
+@pytest.mark.slow
+def test_alignment_changes_exactly_the_merger_and_deepstack_merger_linears(model_dir, image, tmp_path):
+    out = tmp_path / "train_out"
+    cfg = {"model_name_or_path": str(model_dir), "stage": "sft", "do_train": True,
+           **lf_method(model_dir, PROJECTOR_SPEC),
+           "dataset": "tiny", "dataset_dir": str(_dataset(tmp_path, image)), "template": "qwen3_vl_nothink",
+           "cutoff_len": 256, "image_max_pixels": QWEN3VL_MAX_PIXELS, "image_min_pixels": QWEN3VL_MIN_PIXELS,
+           "preprocessing_num_workers": 1, "output_dir": str(out), "overwrite_output_dir": True,
+           "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1, "learning_rate": 1e-2,
+           "max_steps": 2, "logging_steps": 1, "save_strategy": "no", "bf16": False, "report_to": "none", "seed": 0}
+    (tmp_path / "cfg.yaml").write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in cfg.items()) + "\n")
+    proc = run([str(BIN / "llamafactory-cli"), "train", str(tmp_path / "cfg.yaml")], tmp_path, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "trainable params: 74,368" in proc.stdout + proc.stderr   # == expected_trainable, the harness's check
+    before, after = weights(model_dir), weights(out)
+    assert set(before) == set(after)
+    changed = sorted(n for n in before if not torch.equal(before[n], after[n]))
+    expected = sorted([f"model.visual.merger.{m}.{p}" for m in ("norm", "linear_fc1", "linear_fc2")
+                       for p in ("weight", "bias")]
+                      + [f"model.visual.deepstack_merger_list.{i}.{m}.{p}" for i in (0, 1)
+                         for m in ("linear_fc1", "linear_fc2") for p in ("weight", "bias")])
+    assert changed == expected, changed
+
+
+@pytest.mark.slow
+def test_lmms_eval_qwen3_vl_evaluates_the_built_model(model_dir, image, tmp_path):
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    data = tmp_path / "smoke.jsonl"
+    data.write_text(json.dumps({"question": "What color is the square?", "answer": "red", "image": str(image)}) + "\n")
+    (tasks / "init_vlm_smoke.yaml").write_text(TASK_YAML.format(data=data))
+    (tasks / "utils.py").write_text(TASK_UTILS)
+    args = (f"pretrained={model_dir},device=cpu,device_map=cpu,max_pixels={QWEN3VL_MAX_PIXELS},"
+            f"min_pixels={QWEN3VL_MIN_PIXELS}")
+    out = tmp_path / "eval_out"
+    proc = run([str(BIN / "lmms-eval"), "eval", "--model", "qwen3_vl", "--model_args", args, "--tasks",
+                "init_vlm_smoke", "--include_path", str(tasks), "--batch_size", "1", "--output_path", str(out),
+                "--log_samples"], tmp_path, timeout=400)
+    results = sorted(out.rglob("*_results.json"))  # lmms-eval exits 0 even when the model fails to load
+    assert proc.returncode == 0 and results, (proc.stdout + proc.stderr)[-3000:]
+    assert "exact_match,none" in json.loads(results[0].read_text())["results"]["init_vlm_smoke"]
