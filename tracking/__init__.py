@@ -44,20 +44,20 @@ def problems(tracker: Mapping) -> list[str]:
 
 
 def lf_keys(tracker: Mapping, identity: Mapping, stage: str) -> dict:
-    """LLaMA-Factory YAML keys: report_to, run_name, and TensorBoard's logging_dir."""
+    """LLaMA-Factory YAML keys: report_to and run_name."""
     name = tracker.get("name", "none")
     if name == "none":
         return {"report_to": "none"}
-    keys = {"report_to": name, "run_name": run_name(identity, stage)}
-    if name == "tensorboard":
-        keys["logging_dir"] = str(Path(tracker["dir"]) / run_name(identity, stage))
-    return keys
+    return {"report_to": name, "run_name": run_name(identity, stage)}
 
 
-def tracker_env(tracker: Mapping, identity: Mapping) -> dict[str, str]:
+def tracker_env(tracker: Mapping, identity: Mapping, stage: str | None = None) -> dict[str, str]:
     """What each library reads from the environment: project, group (the sweep), tags (the
-    caption source and backbone under test), offline folders."""
+    caption source and backbone under test), folders. TensorBoard's folder is per stage and an
+    environment variable: transformers 5.6 ignores the `logging_dir` argument (deprecated)."""
     name = tracker.get("name", "none")
+    if name == "tensorboard":
+        return {"TENSORBOARD_LOGGING_DIR": str(Path(tracker["dir"]) / run_name(identity, stage))} if stage else {}
     tags = [f"captions:{identity['caption_source']}", f"backbone:{identity['backbone']}"]
     if name == "wandb":
         env = {"WANDB_PROJECT": str(tracker["project"]), "WANDB_RUN_GROUP": str(identity["group"]),

@@ -109,7 +109,7 @@ def render(job: StageRun, *, tokenized_path: Path | None, resolve_master: bool =
     tracker = job.settings.get("tracker") or {"name": "none"}
     lf.update(tracking.lf_keys(tracker, job.settings.get("identity"), job.name))
     env = {**node_env(job.settings["launcher"], deepspeed=ds_json is not None, resolve=resolve_master),
-           **tracking.tracker_env(tracker, job.settings.get("identity"))}
+           **tracking.tracker_env(tracker, job.settings.get("identity"), job.name)}
     yaml_path = out / "llamafactory.yaml"
     return Rendered(lf, yaml_path, ds_json, ds.get("config"), env, train_command(yaml_path))
 
