@@ -19,8 +19,9 @@ Imports LLaMA-Factory and torch when called, never at import."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from itertools import pairwise
 from pathlib import Path
-from typing import Callable, Iterator
 
 IGNORE_INDEX = -100
 
@@ -29,16 +30,20 @@ def lf_modules(model_dir: Path, dataset_dir: Path, dataset: str, *, packing: str
                pixels: dict, work_dir: Path) -> dict:
     """Tokenizer, template, preprocessed dataset, model and collator exactly as LLaMA-Factory's
     run_sft builds them (llamafactory/train/sft/workflow.py), without the trainer."""
-    from llamafactory.data import SFTDataCollatorWith4DAttentionMask, get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.data import (
+        SFTDataCollatorWith4DAttentionMask,
+        get_dataset,
+        get_template_and_fix_tokenizer,
+    )
     from llamafactory.extras.constants import IGNORE_INDEX as LF_IGNORE
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_model, load_tokenizer
 
-    args = dict(model_name_or_path=str(model_dir), stage="sft", do_train=True, finetuning_type="full",
-                dataset=dataset, dataset_dir=str(dataset_dir), template="qwen2_vl", cutoff_len=cutoff_len,
-                output_dir=str(work_dir / "out"), overwrite_cache=True, report_to="none", bf16=False,
-                image_max_pixels=pixels["max_pixels"], image_min_pixels=pixels["min_pixels"],
-                packing=packing is not None, neat_packing=packing == "neat", seed=0)
+    args = {"model_name_or_path": str(model_dir), "stage": "sft", "do_train": True, "finetuning_type": "full",
+            "dataset": dataset, "dataset_dir": str(dataset_dir), "template": "qwen2_vl", "cutoff_len": cutoff_len,
+            "output_dir": str(work_dir / "out"), "overwrite_cache": True, "report_to": "none", "bf16": False,
+            "image_max_pixels": pixels["max_pixels"], "image_min_pixels": pixels["min_pixels"],
+            "packing": packing is not None, "neat_packing": packing == "neat", "seed": 0}
     model_args, data_args, training_args, finetuning_args, _ = get_train_args(args)
     tokenizer_module = load_tokenizer(model_args)
     tokenizer = tokenizer_module["tokenizer"]
@@ -86,7 +91,9 @@ def flash_attention_spans(lf: dict, edit_batch: Callable[[dict, list], None] | N
     lengths flash attention would use, the packed samples' own), computed on CPU through the same
     collator code with no flash-attention kernel."""
     from llamafactory.data import SFTDataCollatorWith4DAttentionMask
-    from transformers.modeling_flash_attention_utils import prepare_fa_kwargs_from_position_ids
+    from transformers.modeling_flash_attention_utils import (
+        prepare_fa_kwargs_from_position_ids,
+    )
 
     cpu = lf["collator"]
     fa2 = SFTDataCollatorWith4DAttentionMask(
@@ -121,8 +128,8 @@ def _samples_of(feature: dict) -> Iterator[dict]:
     if params:
         bounds = params["sequence_boundaries"]
         subseq = params["image_subseq_ids"]
-        spans = zip(bounds[:-1], bounds[1:]) if not params.get("right_padding_length") else \
-            zip(bounds[:-2], bounds[1:-1])   # the last span is the right padding
+        # the last span is the right padding (there always is some: a pack fills at most cutoff_len of cutoff_len + 1)
+        spans = pairwise(bounds[:-1] if params.get("right_padding_length") else bounds)
         for i, (lo, hi) in enumerate(spans):
             yield {"bounds": (lo, hi), "key": (tuple(ids[lo:hi]), tuple(str(im) for im, s in zip(images, subseq)
                                                                            if s == i))}
