@@ -61,7 +61,7 @@ def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
         config = {
             "name": name,
             "stage": spec,
-            "common": {k: v for k, v in common.items() if k not in RUN_ONLY_KEYS},
+            "common": {k: v for k, v in common.items() if k not in RUN_ONLY_KEYS and not _off_packing(k, v)},
             "deepspeed": cfg["deepspeed"],
             "world_size": {"nnodes": int(launcher["nnodes"]), "nproc_per_node": int(launcher["nproc_per_node"])},
             "pixels": dict(cfg["pixels"]),
@@ -76,6 +76,12 @@ def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
                                f"lr {spec['learning_rate']:g}, global batch {spec['global_batch_size']}"})
         prev = f"train.{name}"
     return out
+
+
+def _off_packing(key: str, value) -> bool:
+    # `packing: false` is how every stage trained before the switch existed: leaving it out of the
+    # fingerprint keeps those stages done instead of retraining them for a no-op key
+    return key == "packing" and not value
 
 
 def problems(cfg: Mapping) -> list[str]:
