@@ -64,10 +64,17 @@ def unpacked(lf) -> dict:
     return per_sample_losses(lf[None], batch_size=4)
 
 
-def test_packed_rows_hold_several_samples(lf):
+def test_packed_rows_hold_several_samples(lf, world):
+    import json
+
+    from train.efficiency import efficiency
+
     rows = [len(r["packing_params"]["sequence_boundaries"]) - 2 for r in lf["neat"]["dataset"]]
     assert len(lf[None]["dataset"]) == sum(rows) == 48
     assert max(rows) >= 3   # packing is exercised, not one sample per row
+    # plan's packing estimate (train/efficiency.py, from data_prep's length histogram) is exact here
+    histogram = json.loads((world[1] / "manifest.json").read_text())["seq_len_histogram"]
+    assert efficiency(histogram, 1, CUTOFF).samples_per_row == pytest.approx(48 / len(rows))
 
 
 def test_packed_losses_equal_unpacked(lf, unpacked):
