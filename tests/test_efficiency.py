@@ -11,7 +11,13 @@ import random
 import pytest
 
 from harness.cost import stage_tokens
-from train.efficiency import ceil_to, efficiency, expected_padded_length, greedy_knapsack, packed_rows
+from train.efficiency import (
+    ceil_to,
+    efficiency,
+    expected_padded_length,
+    greedy_knapsack,
+    packed_rows,
+)
 
 
 def test_padded_length_is_the_expected_rounded_maximum():
@@ -24,7 +30,9 @@ def test_padded_length_is_the_expected_rounded_maximum():
 
 
 def test_knapsack_replays_llamafactory():
-    from llamafactory.data.processor.processor_utils import greedy_knapsack as lf_knapsack
+    from llamafactory.data.processor.processor_utils import (
+        greedy_knapsack as lf_knapsack,
+    )
 
     rng = random.Random(3)
     for cutoff in (64, 512, 4096):
