@@ -24,13 +24,7 @@ from data_prep.images import image_list, match_key, probe, resolve
 from data_prep.readers import READERS
 from data_prep.stream_json import BadJson, Batch
 from data_prep.subset import key_hash
-from data_prep.tokens import (
-    IMAGE_TAG,
-    TextCounter,
-    estimate,
-    max_visual_tokens,
-    visual_tokens,
-)
+from data_prep.tokens import IMAGE_TAG, TextCounter, estimate, max_visual_tokens, visual_tokens
 
 MIN_TRUNCATED_TOKENS = 16  # a caption cut shorter than this is not worth training on: drop instead
 _OTHER_TAGS = ("<video>", "<audio>")
