@@ -34,8 +34,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from data_prep.tokens import visual_tokens  # noqa: E402
-from train.efficiency import efficiency  # noqa: E402
+from data_prep.tokens import visual_tokens
+from train.efficiency import efficiency
 
 PIXELS = (3136, 1003520)   # the paper recipe's pixel budget (configs/hydra/config.yaml)
 SIZES = [(640, 480), (480, 640), (500, 375), (375, 500), (800, 600), (1024, 768), (1280, 720), (1920, 1080),
