@@ -79,10 +79,20 @@ def build_model(work: Path, tiny: bool) -> Path:
 
 def _source_3b(root: Path, tokenizer_dir: Path) -> tuple[Path, Path]:
     import torch
-    from transformers import (AutoTokenizer, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2Config,
-                              Qwen2ForCausalLM)
+    from transformers import (
+        AutoTokenizer,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
-    from embedded.tiny_models import _save_model, _tiny_text_config, _token_ids, build_tiny_processor
+    from embedded.tiny_models import (
+        _save_model,
+        _tiny_text_config,
+        _token_ids,
+        build_tiny_processor,
+    )
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
     # the ViT source's own text part is never used (init_vlm keeps its vision tower): one small layer
