@@ -18,6 +18,7 @@ from evaluation import stage as evaluate
 from init_vlm import stage as init_vlm
 from report import stage as report
 from train import stage as train
+from train import tokenize_stage as tokenize
 
-CHAIN_ORDER = (world, init_vlm, data_prep, train, evaluate, report)
+CHAIN_ORDER = (world, init_vlm, data_prep, tokenize, train, evaluate, report)
 KINDS = {k.KIND: k for k in CHAIN_ORDER}

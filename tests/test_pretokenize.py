@@ -3,7 +3,8 @@ single-process get_dataset saves at tokenized_path: every column (input_ids, att
 labels, images in order; packing columns when packed), row for row, and LLaMA-Factory loads it.
 
 The embedded world's tiny model and caption data; preprocessing_batch_size 16 so that 48 rows
-make 3 preprocessing batches and the 2 or 3 parts cut between them. ~1.5 min (LLaMA-Factory
+make 3 preprocessing batches: packed parts cut between them (4 parts: one is empty), unpacked
+parts anywhere. ~1.5 min (LLaMA-Factory
 imports, forked workers).
 Run: .venv/bin/python -m pytest tests/test_pretokenize.py -q"""
 
@@ -40,7 +41,8 @@ def llamafactory_saved(args: dict, path) -> object:
     return load_from_disk(str(path))
 
 
-@pytest.mark.parametrize("packing,parts", [(False, 2), (True, 3)], ids=["unpacked-2-parts", "packed-3-parts"])
+# packed, 4 parts over 3 preprocessing batches: one part gets no rows
+@pytest.mark.parametrize("packing,parts", [(False, 2), (True, 4)], ids=["unpacked-2-parts", "packed-4-parts"])
 def test_joined_parts_equal_llamafactory_single_process(world, tmp_path, packing, parts):  # noqa: F811
     from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
     from llamafactory.hparams import get_train_args
@@ -70,3 +72,23 @@ def test_joined_parts_equal_llamafactory_single_process(world, tmp_path, packing
     module = get_dataset(get_template_and_fix_tokenizer(tok["tokenizer"], data_args), model_args, data_args,
                          training_args, stage="sft", **tok)
     assert module["train_dataset"]["input_ids"] == theirs["input_ids"]
+
+
+def test_chain_tokenizes_before_training_only_when_asked(results_dir):
+    from harness.chain import build_chain
+    from harness.config import compose_config, to_plain
+    from harness.stage import chain_fingerprints
+
+    plain = build_chain(to_plain(compose_config([])))
+    assert not [s for s in plain if s.kind == "tokenize"]
+    chain = build_chain(to_plain(compose_config(["train.common.pretokenize=4"])))
+    names = [s.name for s in chain]
+    for stage in ("alignment", "further_pretrain", "sft"):
+        assert names.index(f"tokenize.{stage}") < names.index("train.alignment")
+        train = next(s for s in chain if s.name == f"train.{stage}")
+        assert train.inputs["tokenized"] == f"tokenize.{stage}"
+    tok = next(s for s in chain if s.name == "tokenize.sft")
+    assert tok.inputs == {"model": "init_vlm", "data": "data_prep.sft_data"} and tok.settings["parts"] == 4
+    # the process count is run-only: any count gives the same rows
+    other = chain_fingerprints(build_chain(to_plain(compose_config(["train.common.pretokenize=2"]))))
+    assert other == chain_fingerprints(chain)

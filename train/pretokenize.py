@@ -6,9 +6,10 @@ Identical to LLaMA-Factory's own single-process preprocessing by construction: t
 loaded and aligned by LLaMA-Factory's loader (its own file order), cut into contiguous shards,
 and each shard goes through LLaMA-Factory's own preprocessing (`_get_preprocessed_dataset`, the
 function get_dataset calls) with the same arguments; the shards are concatenated in order and
-saved as get_dataset saves (a DatasetDict with "train"). Shard boundaries fall on multiples of
-preprocessing_batch_size, so packing (which packs within one preprocessing batch) packs the same
-rows together. tests/test_pretokenize.py compares the joined result with get_dataset's.
+saved as get_dataset saves (a DatasetDict with "train"). With packing, part boundaries fall on
+multiples of preprocessing_batch_size, so packing (which packs within one preprocessing batch)
+packs the same rows together; without, parts are cut anywhere (each row is preprocessed alone).
+tests/test_pretokenize.py compares the joined result with get_dataset's.
 
     lf_args = tokenize_args(rendered_llamafactory_yaml)       # the data-deciding keys only
     tokenize(lf_args, out_dir, parts=4)                       # this machine: 4 processes, joined
@@ -22,11 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 # Keys of the rendered YAML that are not about data, or that this module sets itself.
 _DROP = ("tokenized_path", "preprocessing_num_workers", "overwrite_cache", "output_dir")
+EMPTY = "EMPTY"   # marks a part that got no rows
 
 
 def tokenize_args(lf_yaml: Mapping[str, Any], work_dir: Path) -> dict:
@@ -57,11 +60,17 @@ def _lf(args: dict) -> dict:
             **tokenizer_module}
 
 
-def part_range(n_rows: int, part: int, parts: int, batch: int) -> tuple[int, int]:
-    """Rows [lo, hi) of one part: whole preprocessing batches, as even as they go."""
-    batches = -(-n_rows // batch)
-    lo_b, hi_b = part * batches // parts, (part + 1) * batches // parts
-    return min(lo_b * batch, n_rows), min(hi_b * batch, n_rows)
+def part_range(n_rows: int, part: int, parts: int, unit: int) -> tuple[int, int]:
+    """Rows [lo, hi) of one part: whole units of rows, as even as they go (possibly none)."""
+    units = -(-n_rows // unit)
+    lo_u, hi_u = part * units // parts, (part + 1) * units // parts
+    return min(lo_u * unit, n_rows), min(hi_u * unit, n_rows)
+
+
+def _unit(data_args) -> int:
+    """Packing packs within one preprocessing batch, so its parts hold whole batches; without
+    packing every row is preprocessed alone and any cut gives the same rows."""
+    return data_args.preprocessing_batch_size if data_args.packing else 1
 
 
 def _preprocess_part(lf: dict, part: int, parts: int, out: Path) -> int:
@@ -69,7 +78,11 @@ def _preprocess_part(lf: dict, part: int, parts: int, out: Path) -> int:
 
     data_args = lf["data_args"]
     data_args.preprocessing_num_workers = None   # this process is the worker
-    lo, hi = part_range(len(lf["rows"]), part, parts, data_args.preprocessing_batch_size)
+    lo, hi = part_range(len(lf["rows"]), part, parts, _unit(data_args))
+    out.mkdir(parents=True, exist_ok=True)
+    if lo == hi:   # more parts than units of rows: nothing to do, and join skips it
+        (out / EMPTY).touch()
+        return 0
     shard = _get_preprocessed_dataset(lf["rows"].select(range(lo, hi)), data_args, lf["training_args"], "sft",
                                       lf["template"], lf["tokenizer"], lf["processor"])
     shard.save_to_disk(str(out))
@@ -116,9 +129,10 @@ def join(shards_dir: Path, out_dir: Path, parts: int) -> int:
     """Concatenate the parts in order and save as get_dataset saves; returns the rows written."""
     from datasets import DatasetDict, concatenate_datasets, load_from_disk
 
-    missing = [p for p in range(parts) if not (Path(shards_dir) / f"part-{p:05d}" / "dataset_info.json").exists()]
+    dirs = [Path(shards_dir) / f"part-{p:05d}" for p in range(parts)]
+    missing = [p for p, d in enumerate(dirs) if not (d / "dataset_info.json").exists() and not (d / EMPTY).exists()]
     if missing:
         raise FileNotFoundError(f"tokenized parts {missing} of {parts} are missing under {shards_dir}")
-    train = concatenate_datasets([load_from_disk(str(Path(shards_dir) / f"part-{p:05d}")) for p in range(parts)])
+    train = concatenate_datasets([load_from_disk(str(d)) for d in dirs if not (d / EMPTY).exists()])
     DatasetDict({"train": train}).save_to_disk(str(out_dir))
     return len(train)
