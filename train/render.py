@@ -21,7 +21,7 @@ FREEZE_KEYS = ("freeze_vision_tower", "freeze_multi_modal_projector", "freeze_la
 
 def packs(config: Mapping[str, Any]) -> bool:
     """Whether a stage packs samples: its own `packing`, else train.common's (off when absent)."""
-    spec, common = config["stage"], config["common"]
+    spec, common = config.get("stage") or {}, config["common"]
     return bool(spec.get("packing", common.get("packing", False)))
 
 
