@@ -12,6 +12,7 @@ Output row: {"messages": [{"role": "user", "content": "<image>..."}, {"role": "a
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from zlib import crc32
 
@@ -73,6 +74,7 @@ class BatchResult:
     text_tokens: int = 0
     visual_tokens: int = 0
     max_len: int = 0
+    lengths: Counter = field(default_factory=Counter)   # sequence length (text + visual) -> rows
     truncated: int = 0
     hashes: list = field(default_factory=list)    # pass 1 only
     positions: list = field(default_factory=list)
@@ -201,7 +203,7 @@ class Converter:
         seed32 = seed & 0xFFFFFFFF
         direct = not p.check_images and not self.counter.exact
         base, vis, cutoff, dumps, newline = self.caption_base, self.max_vis, p.cutoff_len, orjson.dumps, _NL
-        buf, ends, rejects, pending = res.out, res.ends, res.rejects, []
+        buf, ends, rejects, pending, lengths = res.out, res.ends, res.rejects, [], res.lengths
         rows = outside = outside_prefix = text_tokens = max_len = n_direct = 0
         for line, index, pos, obj in self._rows(batch, res, count_bad=True):
             rid = None
@@ -248,6 +250,7 @@ class Converter:
                 ends.append(len(buf))
                 n_direct += 1
                 text_tokens += total - vis
+                lengths[total] += 1
                 if total > max_len:
                     max_len = total
             except RowReject as rej:
@@ -302,6 +305,7 @@ class Converter:
         res.ends.append(len(res.out))
         res.text_tokens += total - vis
         res.visual_tokens += vis
+        res.lengths[total] += 1
         res.max_len = max(res.max_len, total)
 
     # -- conversation rows (SFT data) ---------------------------------------------------------
@@ -376,6 +380,7 @@ class Converter:
             res.has_image.append(1 if out else 0)
             res.text_tokens += text
             res.visual_tokens += vis
+            res.lengths[text + vis] += 1
             res.max_len = max(res.max_len, text + vis)
 
     def _turn_counts(self, conversations: list) -> list[list[int]]:

@@ -22,6 +22,7 @@ class Totals:
     def __init__(self):
         self.rows = self.kept = self.outside = self.outside_prefix = self.truncated = 0
         self.text_tokens = self.visual_tokens = self.max_len = 0
+        self.lengths: Counter = Counter()   # sequence length -> rows kept
         self.rejected: Counter = Counter()
         self.examples: dict[str, str] = {}   # first example per reason, for error messages
 
@@ -34,6 +35,7 @@ class Totals:
         self.text_tokens += res.text_tokens
         self.visual_tokens += res.visual_tokens
         self.max_len = max(self.max_len, res.max_len)
+        self.lengths.update(res.lengths)
         for line, _, _, reason, detail in res.rejects:
             self.rejected[reason] += 1
             self.examples.setdefault(reason, f"{files[res.file_idx]}:{line}: {detail}")
@@ -68,6 +70,9 @@ def build_manifest(*, spec, name: str, out_dir: Path, totals: Totals, shards: li
         "total_text_tokens": totals.text_tokens,
         "total_visual_tokens": totals.visual_tokens,
         "max_seq_len": totals.max_len,
+        # [[length, rows], ...] by length: what padding and packing cost (harness/cost.py); exact, and
+        # small (at most cutoff_len entries)
+        "seq_len_histogram": sorted([n, c] for n, c in totals.lengths.items()),
         "token_count": token_info,
         "shards": shards if status == "complete" else [],
         "dataset_dir": str(out_dir),

@@ -60,12 +60,13 @@ def build_tiny_llm_source(out_dir: Path, tokenizer_dir: Path, *, hidden: int = 6
     return out_dir
 
 
-def build_tiny_processor(tokenizer):
-    """A Qwen2.5-VL processor with a small pixel budget around `tokenizer`."""
+def build_tiny_processor(tokenizer, *, min_pixels: int = MIN_PIXELS, max_pixels: int = MAX_PIXELS):
+    """A Qwen2.5-VL processor around `tokenizer`, with a small pixel budget unless given another
+    (benchmarks/bench_gpu_train.py builds a 3B-shaped source with the paper's)."""
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
     # Explicit size dicts: the processors' defaults are class-level dicts they would otherwise mutate.
-    size = {"shortest_edge": MIN_PIXELS, "longest_edge": MAX_PIXELS}
+    size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
     image = Qwen2VLImageProcessor(size=dict(size), patch_size=14, merge_size=2, temporal_patch_size=2)
     video = Qwen2VLVideoProcessor(size=dict(size), patch_size=14, merge_size=2, temporal_patch_size=2)
     return Qwen2_5_VLProcessor(image_processor=image, tokenizer=tokenizer, video_processor=video,

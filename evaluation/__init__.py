@@ -28,7 +28,8 @@ Inputs
     model: qwen2_5_vl      lmms-eval model backend (the backbone's eval_model: qwen2_5_vl, qwen3_vl); "vllm" for vLLM
     device: cpu            cpu | cuda
     num_processes: 1       >1 on CUDA: `accelerate launch --num_processes N -m lmms_eval ...`;
-                           with model=vllm: data_parallel_size=N in one process
+                           with model=vllm: N data-parallel replicas, N x tensor_parallel_size
+                           launched processes (eval=vllm, configs/hydra/eval/vllm.yaml)
     extra_model_args: {}   appended to --model_args (e.g. {attn_implementation: sdpa})
     offline: true          (optional) HF_HUB_OFFLINE / HF_DATASETS_OFFLINE / TRANSFORMERS_OFFLINE
 - meta: {run, backbone, caption_source}, the paper's labels for the records.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -27,7 +28,23 @@ def eval_settings(eval_cfg: Mapping) -> dict:
     if int(cfg["num_processes"]) > 1 and not str(cfg["device"]).startswith("cuda") and cfg["model"] != "vllm":
         raise EvaluationError(f"eval.num_processes={cfg['num_processes']} needs device cuda: lmms-eval's "
                               f"{cfg['model']} runs one process on CPU")
+    if cfg["model"] == "vllm" and not str(cfg["device"]).startswith("cuda"):
+        raise EvaluationError("eval.model=vllm needs eval.device=cuda: vLLM is the GPU backend here; "
+                              "the HF backend (eval.model=qwen2_5_vl) is the CPU path")
     return cfg
+
+
+def tensor_parallel(cfg: Mapping) -> int:
+    """GPUs per vLLM replica (extra_model_args.tensor_parallel_size, lmms-eval's own argument)."""
+    return int((cfg.get("extra_model_args") or {}).get("tensor_parallel_size", 1))
+
+
+def processes(cfg: Mapping) -> int:
+    """Processes to launch. vLLM in lmms-eval 0.7.3: data parallelism needs one launched process
+    per GPU (tensor x data parallel, its external_launcher mode); tensor parallelism alone runs
+    in one process that starts its own workers."""
+    n = int(cfg["num_processes"])
+    return n * tensor_parallel(cfg) if cfg["model"] == "vllm" and n > 1 else n
 
 
 def model_location(model_dir: Path | str) -> str:
@@ -44,9 +61,13 @@ def model_args(model_dir: Path | str, pixels: Mapping, cfg: Mapping) -> str:
     if "," in where:
         raise EvaluationError(f"model path {where} contains a comma, which lmms-eval's --model_args cannot carry")
     if cfg["model"] == "vllm":
-        # vLLM spreads data-parallel replicas itself; its min_image_pixels means something else.
-        args = {"model": where, "data_parallel_size": int(cfg["num_processes"]),
-                "max_pixels": int(pixels["max_pixels"])}
+        # Images are resized by vLLM's own Qwen2.5-VL processor: the pixel budget goes to it as
+        # mm_processor_kwargs (lmms-eval parses a {...} value as JSON); lmms-eval's max_pixels is
+        # for video frames, its min_image_pixels a minimum side in pixels, not an area.
+        budget = {"min_pixels": int(pixels["min_pixels"]), "max_pixels": int(pixels["max_pixels"])}
+        args = {"model": where, "tensor_parallel_size": tensor_parallel(cfg),
+                "data_parallel_size": int(cfg["num_processes"]), "max_pixels": int(pixels["max_pixels"]),
+                "mm_processor_kwargs": json.dumps(budget, separators=(",", ":"))}
     else:
         device = str(cfg["device"])
         args = {"pretrained": where, "device": device, "device_map": device,
@@ -77,7 +98,7 @@ def build_command(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixels
         lmms += ["--include_path", str(out_dir / "tasks")]
     if cfg["limit"] is not None:
         lmms += ["--limit", str(cfg["limit"])]
-    n = int(cfg["num_processes"])
-    if n > 1 and cfg["model"] != "vllm":
+    n = processes(cfg)
+    if n > 1:
         return [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(n), *lmms], env
     return [sys.executable, *lmms], env

@@ -1,10 +1,13 @@
 """The bill before launching: tokens per training stage, training FLOPs, and GPU-hours on a chosen
 GPU at an assumed model-FLOPs utilisation (config node `cost`). An estimate, printed as one.
 
-Tokens = samples trained on x tokens per sample.
+Tokens = samples trained on x tokens computed per sample.
 - samples: max_steps x global batch when max_steps is set (the trainer cycles through the data
-  as often as it takes), else rows x num_train_epochs.
-- tokens per sample (text + visual) from the data_prep manifest of the stage's data. Before
+  as often as it takes; with packing a batch row holds several samples), else rows x num_train_epochs.
+- tokens computed per sample from the data_prep manifest of the stage's data: from its per-row
+  length histogram, what the device batches compute with their padding, unpacked or packed
+  (train/efficiency.py); from its totals alone (a manifest written before the histogram), the
+  tokens the samples hold, padding not counted. Before
   data_prep has run: at most cutoff_len (data_prep drops longer samples), with rows from the
   source's subset_size, else its expected_rows (the published size); printed as an upper bound.
   Without any of them: unknown.
@@ -45,23 +48,43 @@ class Tokens:
     visual: float       # visual tokens (after the 2x2 merge)
     how: str            # where the count comes from, printed with it
     upper_bound: bool = False
+    useful: float | None = None   # tokens the samples hold (llm less the padding), when known
+    efficiency: object = None     # train.efficiency.Efficiency per sample, when the histogram is known
 
 
-def stage_tokens(common: Mapping, global_batch: int, manifest: dict | None, source: Mapping) -> Tokens | None:
+def stage_tokens(common: Mapping, global_batch: int, manifest: dict | None, source: Mapping,
+                 packing: bool = False) -> Tokens | None:
     rows, rows_how = _rows(manifest, source)
-    samples = _samples(common, global_batch, rows, rows_how)
+    eff = _efficiency(common, manifest)
+    per_row = eff.samples_per_row if packing and eff is not None else 1.0
+    samples = _samples(common, global_batch, rows, rows_how, per_row)
     if samples is None:
         return None
     samples, how = samples
     if manifest is not None:
         text, visual = (float(manifest[k]) / rows if rows else 0.0
                         for k in ("total_text_tokens", "total_visual_tokens"))
-        return Tokens(samples * (text + visual), samples * visual,
-                      f"{samples:,.0f} samples = {how}; {text + visual:,.1f} tokens per sample from data_prep")
+        if eff is None:
+            return Tokens(samples * (text + visual), samples * visual,
+                          f"{samples:,.0f} samples = {how}; {text + visual:,.1f} tokens per sample from data_prep")
+        computed = eff.packed if packing else eff.unpacked
+        return Tokens(samples * computed, samples * visual,
+                      f"{samples:,.0f} samples = {how}; {computed:,.1f} tokens computed per sample "
+                      f"{'packed' if packing else 'unpacked'} ({eff.padding(computed):.1%} padding) from data_prep",
+                      useful=samples * eff.useful, efficiency=eff)
     # A sample never exceeds cutoff_len, so neither its LLM tokens nor its visual tokens do.
     cutoff = int(common["cutoff_len"])
     return Tokens(samples * cutoff, samples * cutoff, f"{samples:,.0f} samples = {how}, each at most cutoff_len "
                   f"{cutoff}; data_prep not done", upper_bound=True)
+
+
+def _efficiency(common: Mapping, manifest: dict | None):
+    if manifest is None or not manifest.get("seq_len_histogram"):
+        return None
+    from train.efficiency import efficiency
+
+    return efficiency(manifest["seq_len_histogram"], int(common.get("per_device_train_batch_size", 1)),
+                      int(common["cutoff_len"]))
 
 
 def _rows(manifest: dict | None, source: Mapping) -> tuple[int | None, str]:
@@ -74,10 +97,13 @@ def _rows(manifest: dict | None, source: Mapping) -> tuple[int | None, str]:
     return (int(rows), f"{key} {int(rows):,}") if rows else (None, "")
 
 
-def _samples(common: Mapping, global_batch: int, rows: int | None, rows_how: str) -> tuple[float, str] | None:
+def _samples(common: Mapping, global_batch: int, rows: int | None, rows_how: str,
+             per_row: float = 1.0) -> tuple[float, str] | None:
+    """per_row: samples per batch row (packing puts several in one)."""
     steps = int(common.get("max_steps") or -1)
     if steps > 0:  # the trainer cycles through the data as often as it takes
-        return steps * global_batch, f"{steps} steps x global batch {global_batch}"
+        packed = f" rows x {per_row:.2f} samples per packed row" if per_row != 1.0 else ""
+        return steps * global_batch * per_row, f"{steps} steps x global batch {global_batch}{packed}"
     if rows is None:
         return None
     epochs = float(common["num_train_epochs"])
@@ -107,9 +133,11 @@ class StageCost:
 
 def stage_cost(stage: str, stage_config: Mapping, data_dir: Path, cfg: Mapping) -> StageCost:
     """The estimate of one training stage (its chain config) on the data in data_dir."""
+    from train.render import packs
+
     spec = stage_config["stage"]
     tokens = stage_tokens(stage_config["common"], int(spec["global_batch_size"]), read_manifest(data_dir),
-                          cfg[spec["data"]])
+                          cfg[spec["data"]], packing=packs(stage_config))
     return StageCost(stage, tokens, None if tokens is None else train_flops(cfg["backbone"]["params"], spec, tokens))
 
 

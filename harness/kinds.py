@@ -21,6 +21,7 @@ from prism import stage as prism
 from recaption import stage as recaption
 from report import stage as report
 from train import stage as train
+from train import tokenize_stage as tokenize
 
-CHAIN_ORDER = (world, init_vlm, data_prep, recaption, train, evaluate, prism, report)
+CHAIN_ORDER = (world, init_vlm, data_prep, recaption, tokenize, train, evaluate, prism, report)
 KINDS = {k.KIND: k for k in CHAIN_ORDER}

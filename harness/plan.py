@@ -37,7 +37,7 @@ def render_plan(cfg: Mapping) -> str:
         cost = None
         if stage.kind == "train":
             costs.append(stage_cost(stage.name, config, dirs[stage.inputs["data"]], cfg))
-            cost = cost_line(costs[-1], cfg["cost"])
+            cost = [cost_line(costs[-1], cfg["cost"]), *efficiency_lines(costs[-1], config)]
         lines += [f"   {line}" for line in _details(stage, config, dirs, cfg, cost)]
         lines.append("")
     if costs:
@@ -47,7 +47,17 @@ def render_plan(cfg: Mapping) -> str:
     return "\n".join(lines)
 
 
-def _details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mapping, cost: str | None) -> list[str]:
+def efficiency_lines(est, config: dict) -> list[str]:
+    """Padding and packing, per sample, from the data's length histogram (train/efficiency.py)."""
+    eff = est.tokens.efficiency if est.tokens is not None else None
+    if eff is None:
+        return []
+    from train.efficiency import summary
+
+    return [summary(eff, int(config["common"]["per_device_train_batch_size"]))]
+
+
+def _details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mapping, cost: list[str] | None) -> list[str]:
     if stage.kind == "data_prep":
         src = config["source"]
         return [f"reads: {', '.join(map(str, src['paths']))} (images under {src['image_root']})",
@@ -60,30 +70,31 @@ def _details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mapping, co
     return []
 
 
-def _train_details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mapping, cost: str) -> list[str]:
+def _train_details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mapping, cost: list[str]) -> list[str]:
     """What the run would write and launch, from train/stage.py's own `render` (a dry run)."""
     from stagekit import StageLog, StageRun
     from train.batch import BatchError
     from train.launch import SLURM_MASTER_EXPR, all_node_envs, world_size
-    from train.render import FREEZE_KEYS
+    from train.render import FREEZE_KEYS, packs
     from train.stage import render
 
     out, spec = dirs[stage.name], config["stage"]
     flags = (f"dataset: {stage.settings['dataset']}  trainable: {spec['trainable']}  "
-             + "  ".join(f"{k}={spec[k]}" for k in FREEZE_KEYS))
+             + "  ".join(f"{k}={spec[k]}" for k in FREEZE_KEYS)
+             + f"  packing: {'neat' if packs(config) else 'off'}")
     job = StageRun(name=stage.name, out_dir=out, inputs={r: dirs[n] for r, n in stage.inputs.items()},
                    config=config, log=StageLog(stage.name, Path("/dev/null"), echo=False), settings=stage.settings)
     try:
         r = render(job, tokenized_path=None, resolve_master=False)
     except BatchError as exc:   # shown, not raised: the rest of the plan is still worth reading
-        return [flags, f"cannot render llamafactory.yaml: {exc}", cost]
+        return [flags, f"cannot render llamafactory.yaml: {exc}", *cost]
     world = world_size(config["world_size"])
     lines = [
         flags,
         f"learning_rate: {r.lf['learning_rate']:g}  global batch: {spec['global_batch_size']} = "
         f"{r.lf['per_device_train_batch_size']} per device x {world} processes x {r.lf['gradient_accumulation_steps']} "
         f"accumulation  deepspeed: {config['deepspeed']['name']}",
-        cost,
+        *cost,
     ]
     if r.lf.get("finetuning_type") == "freeze":   # a Qwen3-VL projector stage (train/trainable.py lf_method)
         lines.insert(1, f"llamafactory: finetuning_type=freeze freeze_vision_tower=False "

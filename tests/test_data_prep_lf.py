@@ -7,6 +7,7 @@ Run: .venv/bin/python -m pytest tests/test_data_prep_lf.py -q"""
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -83,4 +84,9 @@ def test_llamafactory_loads_tokenizes_and_agrees_on_lengths(tiny_model, tmp_path
     # exact: the visual tokens follow LF's resize and the text is counted piece by piece
     assert sum(lengths) == sum(x["total_text_tokens"] + x["total_visual_tokens"] for x in m.values())
     assert max(lengths) == max(x["max_seq_len"] for x in m.values()) <= 512
+    # the per-row length histogram (what padding and packing estimates read) is LF's, row for row
+    predicted = Counter()
+    for x in m.values():
+        predicted.update({n: c for n, c in x["seq_len_histogram"]})
+    assert predicted == Counter(lengths)
     assert all(x["token_count"]["text"].startswith("tokenizer") for x in m.values())

@@ -33,7 +33,10 @@ def test_cache_key_covers_data_settings_processor_lf_version_and_extra(monkeypat
         cache_key("fp", {**CONFIG, "pixels": {"min_pixels": 3136, "max_pixels": 1003520}}, {"tokenizer.json": b"a"}),
         cache_key("fp", with_common(extra={"train_on_prompt": True}), {"tokenizer.json": b"a"}),
         cache_key("fp", CONFIG, {"tokenizer.json": b"b"}),
+        cache_key("fp", with_common(packing=True), {"tokenizer.json": b"a"}),       # packed rows are other rows
     ]
+    # packing off is what every key meant before the switch: the same key
+    assert cache_key("fp", with_common(packing=False), {"tokenizer.json": b"a"}) == base
     monkeypatch.setattr(tokenized, "lf_version", lambda: "0.9.6")
     variants.append(cache_key("fp", CONFIG, {"tokenizer.json": b"a"}))
     assert len({base, *variants}) == len(variants) + 1

@@ -18,6 +18,14 @@ _COMMON_KEYS = ("template", "cutoff_len", "num_train_epochs", "max_steps", "lr_s
                 "weight_decay", "per_device_train_batch_size", "bf16", "save_steps",
                 "save_total_limit", "logging_steps", "preprocessing_num_workers", "dataloader_num_workers")
 FREEZE_KEYS = ("freeze_vision_tower", "freeze_multi_modal_projector", "freeze_language_model")
+
+
+def packs(config: Mapping[str, Any]) -> bool:
+    """Whether a stage packs samples: its own `packing`, else train.common's (off when absent)."""
+    spec, common = config.get("stage") or {}, config["common"]
+    return bool(spec.get("packing", common.get("packing", False)))
+
+
 def render_lf_config(*, config: Mapping[str, Any], model_dir: Path, dataset_dir: Path, dataset: str,
                      output_dir: Path, tokenized_path: Path | None, deepspeed_json: Path | None) -> dict:
     common, spec = config["common"], config["stage"]
@@ -58,6 +66,10 @@ def render_lf_config(*, config: Mapping[str, Any], model_dir: Path, dataset_dir:
     # checkpointing breaks with a frozen LLM ("None of the inputs have requires_grad").
     yaml["disable_gradient_checkpointing"] = not common["gradient_checkpointing"]
     yaml["use_reentrant_gc"] = False
+    if packs(config):
+        # neat_packing, never plain packing: a sample attending to the samples packed before it
+        # trains on text it was never paired with
+        yaml.update({"packing": True, "neat_packing": True})
     if tokenized_path is not None:
         yaml["tokenized_path"] = str(tokenized_path)
     if deepspeed_json is not None:

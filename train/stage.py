@@ -27,7 +27,7 @@ from typing import Mapping
 from data_prep.stage import has_data
 from stagekit import StageRun, run_identity, run_logged
 import tracking
-from train import checkpoints, trainable
+from train import checkpoints, tokenize_stage, trainable
 from train.launch import node_env, node_rank, train_command
 from train.render import render_lf_config
 
@@ -36,7 +36,8 @@ VERSION = 1
 STAGES = ("alignment", "further_pretrain", "sft")
 # Settings of train.common that change neither the trained weights nor where checkpoints are
 # (save_steps does: it is not here).
-RUN_ONLY_KEYS = ("save_total_limit", "logging_steps", "preprocessing_num_workers", "dataloader_num_workers")
+RUN_ONLY_KEYS = ("save_total_limit", "logging_steps", "preprocessing_num_workers", "dataloader_num_workers",
+                 "pretokenize")
 # Files that make a model folder loadable by lmms-eval and the next stage: LLaMA-Factory does not
 # always save all of them, and a folder without its processor cannot be evaluated.
 PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json", "tokenizer.json",
@@ -61,7 +62,7 @@ def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
         config = {
             "name": name,
             "stage": spec,
-            "common": {k: v for k, v in common.items() if k not in RUN_ONLY_KEYS},
+            "common": {k: v for k, v in common.items() if k not in RUN_ONLY_KEYS and not _off_packing(k, v)},
             "deepspeed": cfg["deepspeed"],
             "world_size": {"nnodes": int(launcher["nnodes"]), "nproc_per_node": int(launcher["nproc_per_node"])},
             "pixels": dict(cfg["pixels"]),
@@ -70,12 +71,21 @@ def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
         settings = {"common": {k: common[k] for k in RUN_ONLY_KEYS if k in common}, "launcher": dict(launcher),
                     "dataset": cfg[spec["data"]]["name"], "tracker": dict(cfg.get("tracker") or {"name": "none"}),
                     "identity": run_identity(cfg)}
+        inputs = {"model": prev, "data": f"data_prep.{spec['data']}"}
+        if int(common.get("pretokenize") or 0) > 0:   # tokenized before any GPU job (train/tokenize_stage.py)
+            inputs["tokenized"] = f"tokenize.{name}"
         out.append({"name": f"train.{name}", "config": config, "settings": settings, "resumable": True,
-                    "inputs": {"model": prev, "data": f"data_prep.{spec['data']}"},
+                    "inputs": inputs,
                     "summary": f"{cfg[spec['data']]['label']}, trains {spec['trainable']}, "
                                f"lr {spec['learning_rate']:g}, global batch {spec['global_batch_size']}"})
         prev = f"train.{name}"
     return out
+
+
+def _off_packing(key: str, value) -> bool:
+    # `packing: false` is how every stage trained before the switch existed: leaving it out of the
+    # fingerprint keeps those stages done instead of retraining them for a no-op key
+    return key == "packing" and not value
 
 
 def problems(cfg: Mapping) -> list[str]:
@@ -144,7 +154,9 @@ def run(job: StageRun) -> dict:
     cfg = job.config
     trainable.check_flags(cfg["stage"], cfg["name"])
     model_dir = job.inputs["model"] / "model"
-    tok = tokenized_cache(job.cache_dir, job.input_fingerprints["data"], model_dir, cfg)
+    pretokenized = "tokenized" in job.inputs
+    tok = (tokenize_stage.dataset_dir(job.inputs["tokenized"]) if pretokenized
+           else tokenized_cache(job.cache_dir, job.input_fingerprints["data"], model_dir, cfg))
     rendered = render(job, tokenized_path=tok)
     write_stage_files(rendered)
     out_model = job.out_dir / "model"
@@ -158,7 +170,7 @@ def run(job: StageRun) -> dict:
     job.log(f"resuming from {resume.name}" if resume else "starting from step 0")
     count = trainable.CountCheck(trainable.expected_trainable(model_dir, cfg["stage"]), cfg["name"],
                                  cfg["stage"]["trainable"])
-    cache = TokenizedCache(tok, job.log) if lead else None
+    cache = TokenizedCache(tok, job.log) if lead and not pretokenized else None
     with cache or contextlib.nullcontext():
         def on_line(line: str) -> None:
             count.on_line(line)

@@ -37,10 +37,14 @@ def lf_version() -> str:
 def cache_key(data_fingerprint: str, config: Mapping, processor: Mapping[str, bytes]) -> str:
     """Prepared data + template + cutoff + pixels + processor files + LLaMA-Factory version (its
     preprocessing may change) + `extra` (pass-through keys may change preprocessing, e.g.
-    train_on_prompt, mask_history, max_samples)."""
+    train_on_prompt, mask_history, max_samples) + packing."""
     h = hashlib.sha256()
+    from train.render import packs
+
     settings = [config["common"]["template"], config["common"]["cutoff_len"], config["pixels"],
                 config["common"].get("extra") or {}, lf_version()]
+    if packs(config):   # packed rows are other rows; appended only when on, so unpacked keys stay put
+        settings.append("neat_packing")
     h.update(data_fingerprint.encode())
     h.update(json.dumps(settings, sort_keys=True, default=str).encode())
     for name in sorted(processor):

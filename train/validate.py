@@ -9,6 +9,7 @@ from typing import Mapping
 from data_prep.stage import ROLES
 from train.batch import batch_problem
 from train.launch import world_size
+from train.render import packs
 from train.stage import STAGES, runs_stage
 from train.trainable import flag_problem
 
@@ -25,5 +26,15 @@ def check_recipe(cfg: Mapping) -> list[str]:
         if spec["data"] not in ROLES:
             problems.append(f"train.stages.{name}.data={spec['data']!r}; choose one of {list(ROLES)}")
         batch = batch_problem(int(spec["global_batch_size"]), int(common["per_device_train_batch_size"]), world, name)
-        problems += [p for p in (flag_problem(spec, name), batch) if p]
+        problems += [p for p in (flag_problem(spec, name), batch, packing_problem(spec, common, name)) if p]
     return problems
+
+
+def packing_problem(spec: Mapping, common: Mapping, stage: str) -> str | None:
+    """LLaMA-Factory's neat packing under flash attention (what a GPU run uses) takes one packed
+    row per device batch and stops with an assertion otherwise, after tokenizing."""
+    per_device = int(common["per_device_train_batch_size"])
+    if not packs({"stage": spec, "common": common}) or per_device == 1:
+        return None
+    return (f"train.stages.{stage}: packing needs train.common.per_device_train_batch_size=1 (got {per_device}); "
+            f"a packed row already holds up to cutoff_len tokens: raise cutoff_len for more tokens per row")

@@ -1,0 +1,94 @@
+"""Sharded pretokenization (train/pretokenize.py) gives exactly what LLaMA-Factory's own
+single-process get_dataset saves at tokenized_path: every column (input_ids, attention_mask,
+labels, images in order; packing columns when packed), row for row, and LLaMA-Factory loads it.
+
+The embedded world's tiny model and caption data; preprocessing_batch_size 16 so that 48 rows
+make 3 preprocessing batches: packed parts cut between them (4 parts: one is empty), unpacked
+parts anywhere. ~1.5 min (LLaMA-Factory
+imports, forked workers).
+Run: .venv/bin/python -m pytest tests/test_pretokenize.py -q"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.test_train_packing import CUTOFF, PIXELS, world  # noqa: F401  (the embedded world fixture)
+
+BATCH = 16
+
+
+def lf_yaml(model, data, packing: bool) -> dict:
+    y = {"model_name_or_path": str(model), "template": "qwen2_vl", "cutoff_len": CUTOFF, "dataset_dir": str(data),
+         "dataset": "synthetic_dense", "media_dir": str(data), "image_max_pixels": PIXELS["max_pixels"],
+         "image_min_pixels": PIXELS["min_pixels"], "preprocessing_batch_size": BATCH,
+         "preprocessing_num_workers": 4, "learning_rate": 1e-3, "bf16": True, "deepspeed": "/nowhere.json"}
+    return {**y, "packing": True, "neat_packing": True} if packing else y
+
+
+def llamafactory_saved(args: dict, path) -> object:
+    """What LLaMA-Factory's get_dataset saves at tokenized_path, in one process."""
+    from datasets import load_from_disk
+    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_tokenizer
+
+    model_args, data_args, training_args, *_ = get_train_args({**args, "tokenized_path": str(path)})
+    tokenizer_module = load_tokenizer(model_args)
+    template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+    get_dataset(template, model_args, data_args, training_args, stage="sft", **tokenizer_module)
+    return load_from_disk(str(path))
+
+
+# packed, 4 parts over 3 preprocessing batches: one part gets no rows
+@pytest.mark.parametrize("packing,parts", [(False, 2), (True, 4)], ids=["unpacked-2-parts", "packed-4-parts"])
+def test_joined_parts_equal_llamafactory_single_process(world, tmp_path, packing, parts):  # noqa: F811
+    from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
+    from llamafactory.hparams import get_train_args
+    from llamafactory.model import load_tokenizer
+
+    from train.pretokenize import tokenize, tokenize_args
+
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    args = tokenize_args(lf_yaml(*world, packing), tmp_path / "work")
+    assert "learning_rate" not in args and "deepspeed" not in args and "preprocessing_num_workers" not in args
+    summary = tokenize(args, tmp_path / "joined", parts=parts)
+    reference = llamafactory_saved(args, tmp_path / "lf")
+    from datasets import load_from_disk
+
+    joined = load_from_disk(str(tmp_path / "joined"))
+    assert list(joined) == list(reference) == ["train"]
+    ours, theirs = joined["train"], reference["train"]
+    assert ours.column_names == theirs.column_names
+    assert {"input_ids", "attention_mask", "labels", "images"} <= set(ours.column_names)
+    assert len(ours) == len(theirs) == summary["rows_out"]
+    assert summary["rows_in"] == 48 and (len(ours) < 48) == packing
+    for column in ours.column_names:
+        assert ours[column] == theirs[column], column
+    # and LLaMA-Factory trains from it: get_dataset loads the joined folder through tokenized_path
+    model_args, data_args, training_args, *_ = get_train_args({**args, "tokenized_path": str(tmp_path / "joined")})
+    tok = load_tokenizer(model_args)
+    module = get_dataset(get_template_and_fix_tokenizer(tok["tokenizer"], data_args), model_args, data_args,
+                         training_args, stage="sft", **tok)
+    assert module["train_dataset"]["input_ids"] == theirs["input_ids"]
+
+
+def test_chain_tokenizes_before_training_only_when_asked(results_dir):
+    from harness.chain import build_chain
+    from harness.config import compose_config, to_plain
+    from harness.stage import chain_fingerprints
+
+    plain = build_chain(to_plain(compose_config([])))
+    assert not [s for s in plain if s.kind == "tokenize"]
+    chain = build_chain(to_plain(compose_config(["train.common.pretokenize=4"])))
+    names = [s.name for s in chain]
+    for stage in ("alignment", "further_pretrain", "sft"):
+        assert names.index(f"tokenize.{stage}") < names.index("train.alignment")
+        train = next(s for s in chain if s.name == f"train.{stage}")
+        assert train.inputs["tokenized"] == f"tokenize.{stage}"
+    tok = next(s for s in chain if s.name == "tokenize.sft")
+    assert tok.inputs == {"model": "init_vlm", "data": "data_prep.sft_data"} and tok.settings["parts"] == 4
+    # the process count is run-only: any count gives the same rows
+    other = chain_fingerprints(build_chain(to_plain(compose_config(["train.common.pretokenize=2"]))))
+    assert other == chain_fingerprints(chain)

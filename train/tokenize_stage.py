@@ -1,0 +1,76 @@
+"""The `tokenize` stage kind: each training stage's data tokenized on CPUs before any GPU job
+(train/pretokenize.py), when train.common.pretokenize > 0 (processes; 0: LLaMA-Factory tokenizes
+inside the training job, on node 0, while the other GPUs wait).
+
+    init_vlm/model (tokenizer, processor) + data_prep.<role> -> tokenize.<stage>/dataset
+    -> train.<stage> loads it through tokenized_path
+
+What decides the output is what decides LLaMA-Factory's preprocessing: the data, the tokenizer and
+processor (init_vlm's: training does not change them), template, cutoff_len, pixels, packing,
+pass-through `extra` keys and the LLaMA-Factory version. The process count is run-only: every
+count gives the same rows (tests/test_pretokenize.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from stagekit import StageRun
+
+KIND = "tokenize"
+VERSION = 1
+
+
+def parts(cfg: Mapping) -> int:
+    return int(cfg["train"]["common"].get("pretokenize") or 0)
+
+
+def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
+    from train.render import packs
+    from train.stage import STAGES, runs_stage
+    from train.tokenized import lf_version
+
+    n = parts(cfg)
+    if n <= 0:
+        return []
+    common = cfg["train"]["common"]
+    out = []
+    for name in STAGES:
+        if not runs_stage(cfg, name):
+            continue
+        spec = dict(cfg["train"]["stages"][name])
+        config = {"name": name, "template": common["template"], "cutoff_len": common["cutoff_len"],
+                  "pixels": dict(cfg["pixels"]), "packing": packs({"stage": spec, "common": common}),
+                  "extra": dict(common.get("extra") or {}), "llamafactory": lf_version()}
+        out.append({"name": f"tokenize.{name}", "config": config, "resumable": False,
+                    "settings": {"parts": n, "dataset": cfg[spec["data"]]["name"]},
+                    "inputs": {"model": "init_vlm", "data": f"data_prep.{spec['data']}"},
+                    "summary": f"{cfg[spec['data']]['label']} for train.{name}, {n} processes"
+                               + (", packed" if config["packing"] else "")})
+    return out
+
+
+def lf_yaml(job: StageRun) -> dict:
+    """The data-deciding keys of the training stage's YAML, as train/render.py writes them."""
+    c, data = job.config, job.inputs["data"]
+    y = {"model_name_or_path": str(job.inputs["model"] / "model"), "trust_remote_code": False,
+         "image_max_pixels": c["pixels"]["max_pixels"], "image_min_pixels": c["pixels"]["min_pixels"],
+         "dataset_dir": str(data), "dataset": job.settings["dataset"], "media_dir": str(data),
+         "template": c["template"], "cutoff_len": c["cutoff_len"]}
+    if c["packing"]:
+        y.update({"packing": True, "neat_packing": True})
+    return {**y, **c["extra"]}
+
+
+def run(job: StageRun) -> dict:
+    from train.pretokenize import tokenize, tokenize_args
+
+    args = tokenize_args(lf_yaml(job), job.out_dir / "work")
+    summary = tokenize(args, dataset_dir(job.out_dir), int(job.settings["parts"]))
+    job.log(f"tokenized {summary['rows_in']} rows into {summary['rows_out']} in {summary['parts']} processes")
+    return summary
+
+
+def dataset_dir(out_dir: Path) -> Path:
+    """Where the stage writes the dataset LLaMA-Factory loads (train/stage.py reads it here)."""
+    return Path(out_dir) / "dataset"
