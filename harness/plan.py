@@ -37,7 +37,8 @@ def render_plan(cfg: Mapping) -> str:
         cost = None
         if stage.kind == "train":
             costs.append(stage_cost(stage.name, config, dirs[stage.inputs["data"]], cfg))
-            cost = [cost_line(costs[-1], cfg["cost"]), *efficiency_lines(costs[-1], config)]
+            cost = [cost_line(costs[-1], cfg["cost"]), *efficiency_lines(costs[-1], config),
+                    *measured_lines(dirs[stage.name], config, reason)]
         lines += [f"   {line}" for line in _details(stage, config, dirs, cfg, cost)]
         lines.append("")
     if costs:
@@ -45,6 +46,18 @@ def render_plan(cfg: Mapping) -> str:
 
         lines.append(total_line(costs, cfg["cost"], world_size(cfg["launcher"])))
     return "\n".join(lines)
+
+
+def measured_lines(folder: Path, config: dict, reason: str | None) -> list[str]:
+    """For a stage in progress (or killed part-way), what it measured beats what the cost model
+    assumes: its own samples/s and ETA from LLaMA-Factory's trainer log."""
+    from train.stage import progress
+
+    info = progress(folder, config) if reason is not None else None
+    if not info:
+        return []
+    rate = f"{info['samples_per_s']} samples/s measured" if info.get("samples_per_s") else "no rate yet"
+    return [f"in progress: step {info['step']}/{info['total']}, {rate}, ETA {info.get('eta') or 'unknown'}"]
 
 
 def efficiency_lines(est, config: dict) -> list[str]:

@@ -143,3 +143,26 @@ def test_tracker_keys_name_the_run_experiment_job_stage(name, keys):
         assert tracking.tracker_env(tracker, identity) == {
             "WANDB_PROJECT": "p", "WANDB_RUN_GROUP": "runs/embedded", "WANDB_DIR": "/r/tensorboard",
             "WANDB_TAGS": "captions:Synthetic-Dense,backbone:Tiny+TinyViT", "WANDB_MODE": "offline"}
+
+
+def test_plan_of_a_run_in_progress_shows_the_measured_rate_and_eta(results_dir):
+    """A training stage part-way through (its trainer log written, not done): plan prints what
+    it measured, not only the cost model's assumption."""
+    from harness.chain import build_chain
+    from harness.config import compose_config, to_plain
+    from harness.plan import render_plan
+    from harness.stage import chain_fingerprints
+    from harness.store import Store
+
+    cfg = to_plain(compose_config([]))
+    chain = build_chain(cfg)
+    fps = chain_fingerprints(chain)
+    stage = next(s for s in chain if s.name == "train.alignment")
+    folder = Store(results_dir / "store").dir_for("train", fps[stage.name]) / "model"
+    folder.mkdir(parents=True)
+    (folder / "trainer_log.jsonl").write_text(json.dumps(
+        {"current_steps": 50, "total_steps": 200, "loss": 6.3, "elapsed_time": "0:00:25",
+         "remaining_time": "0:01:15"}) + "\n")
+    plan = render_plan(cfg)
+    block = plan.split(". train.alignment [")[1].split("\n\n")[0]
+    assert "in progress: step 50/200, 8.0 samples/s measured, ETA 0:01:15" in block
