@@ -34,7 +34,9 @@ def run_job(cfg: DictConfig) -> dict:
     rank = node_rank(plain["launcher"])
     config_name = "config.yaml" if rank == 0 else f"config.node{rank}.yaml"   # node 0's copy stays
     (run_dir / config_name).write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
-    runner = Runner(Store(Path(plain["paths"]["store_dir"])), run_dir, node_rank=rank)
+    launcher = plain["launcher"]   # a follower checks on node 0 as often as the nodes beat
+    runner = Runner(Store(Path(plain["paths"]["store_dir"])), run_dir, node_rank=rank,
+                    poll_seconds=min(10.0, float(launcher["heartbeat_s"])), follower_wait_s=launcher["follower_wait_s"])
     label = run_label(plain)
     chain = None
     try:
