@@ -63,7 +63,13 @@ def launch(overrides: list[str], multirun: bool) -> int:
 
     started = time.time()
     sweep_dir = Path(str(app.compose_config(CONFIG_NAME, overrides, run_mode=_multirun()).hydra.sweep.dir))
-    returns = app.multirun(CONFIG_NAME, run_job, [*overrides, "hydra.mode=MULTIRUN"])
+    try:
+        returns = app.multirun(CONFIG_NAME, run_job, [*overrides, "hydra.mode=MULTIRUN"])
+    except Exception as exc:  # noqa: BLE001 - e.g. submitit: a SLURM job was cancelled or lost its node
+        # No job returned a value (one never will), but every job's status file is on disk: the
+        # summary still says how far each got, and re-running the sweep resumes them.
+        print(f"[harness] the launcher stopped: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return finish_sweep(sweep_dir, [{"state": "failed", "error": str(exc)}], started)
     jobs = [_job_result(r) for batch in returns for r in batch]
     return finish_sweep(sweep_dir, jobs, started)
 

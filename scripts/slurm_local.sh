@@ -7,10 +7,12 @@
 #
 # Debian's slurm-wlm 22.05 and munge, run as root without systemd: a munge key owned by munge
 # (mode 400) and munged as user munge; slurm.conf naming this host as controller and only node
-# with its real CPU count; no accounting database, so finished jobs are recorded by the job
-# completion log (jobcomp/filetxt, SLURM_JOBCOMP below) and `scontrol show job` while they are
-# still known. cgroup.conf must say CgroupPlugin=autodetect with IgnoreSystemd=yes: 22.05 has no
-# "disabled" value and slurmd then refuses to start. Exit 3: the packages cannot be installed
+# with its real CPU count. cgroup.conf must say CgroupPlugin=autodetect with IgnoreSystemd=yes:
+# 22.05 has no "disabled" value and slurmd then refuses to start.
+# Accounting runs too (slurmdbd on a local MariaDB, root through its unix socket, no password):
+# submitit learns that a job was cancelled or failed only from `sacct`; without it a sweep
+# waits forever for a cancelled job's result. The job completion log (jobcomp/filetxt,
+# SLURM_JOBCOMP below) keeps a plain-text line per finished job besides. Exit 3: the packages cannot be installed
 # here (not root, no apt-get, no package source), which the tests report as their skip reason.
 set -euo pipefail
 STATE=${SLURM_LOCAL_STATE:-/var/lib/caprl-slurm}
@@ -21,22 +23,28 @@ log() { echo "[slurm_local] $*" >&2; }
 cannot() { log "cannot install SLURM here: $*"; exit 3; }
 
 stop() {
-  for d in slurmd slurmctld munged; do
+  for d in slurmd slurmctld slurmdbd munged; do
     pid=$(pgrep -x "$d" || true)
-    [ -n "$pid" ] && kill $pid && log "stopped $d ($pid)"
+    [ -n "$pid" ] || continue
+    kill $pid
+    # Wait for it to be gone: start() must not mistake an exiting daemon for a running one.
+    for _ in $(seq 1 50); do pgrep -x "$d" >/dev/null || break; sleep 0.2; done
+    log "stopped $d ($pid)"
   done
   return 0
 }
 
 install() {
-  command -v slurmctld >/dev/null && command -v munged >/dev/null && command -v sbatch >/dev/null && return 0
+  command -v slurmctld >/dev/null && command -v slurmdbd >/dev/null && command -v munged >/dev/null \
+    && command -v mariadbd >/dev/null && return 0
   [ "$(id -u)" = 0 ] || cannot "not root (apt-get and the daemons need root)"
   command -v apt-get >/dev/null || cannot "no apt-get (not a Debian-like system)"
-  log "installing slurm-wlm and munge with apt-get (about a minute)"
+  local pkgs="slurm-wlm slurmdbd munge mariadb-server"
+  log "installing $pkgs with apt-get (a minute or two)"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q slurm-wlm munge >/dev/null 2>&1 \
-    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q slurm-wlm munge >/dev/null 2>&1; } \
-    || cannot "apt-get install slurm-wlm munge failed"
+  apt-get install -y -q $pkgs >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q $pkgs >/dev/null 2>&1; } \
+    || cannot "apt-get install $pkgs failed"
 }
 
 configure() {
@@ -69,10 +77,17 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 ReturnToService=2
+AccountingStorageType=accounting_storage/slurmdbd
+AccountingStorageHost=localhost
+JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/filetxt
 JobCompLoc=$JOBCOMP
-# A short time limit must bite when it says: check limits often, no grace period.
+# A short time limit must bite when it says (no grace period), a cancelled job must end soon
+# (KillWait: SIGTERM to SIGKILL), and a job requeued on time-out (submitit's max_num_timeout)
+# may start again after cred_expire seconds instead of the default 120.
 OverTimeLimit=0
+KillWait=5
+AuthInfo=cred_expire=15
 InactiveLimit=0
 MinJobAge=600
 SchedulerParameters=defer_batch
@@ -80,22 +95,46 @@ DefMemPerCPU=1024
 NodeName=$host CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
+  cat > /etc/slurm/slurmdbd.conf.new <<EOF
+AuthType=auth/munge
+DbdHost=localhost
+SlurmUser=root
+StorageType=accounting_storage/mysql
+StorageHost=localhost
+StorageUser=root
+StorageLoc=slurm_acct_db
+LogFile=/var/log/slurm/slurmdbd.log
+PidFile=$STATE/slurmdbd.pid
+EOF
+  chmod 600 /etc/slurm/slurmdbd.conf.new
   cat > /etc/slurm/cgroup.conf.new <<EOF
 CgroupPlugin=autodetect
 IgnoreSystemd=yes
 EOF
   # Daemons read their config once: restart them only when it changed.
-  if ! cmp -s "$CONF.new" "$CONF" || ! cmp -s /etc/slurm/cgroup.conf.new /etc/slurm/cgroup.conf; then
-    mv "$CONF.new" "$CONF" && mv /etc/slurm/cgroup.conf.new /etc/slurm/cgroup.conf
+  local changed=0 f
+  for f in slurm.conf slurmdbd.conf cgroup.conf; do
+    cmp -s "/etc/slurm/$f.new" "/etc/slurm/$f" || changed=1
+  done
+  if [ $changed = 1 ]; then
+    for f in slurm.conf slurmdbd.conf cgroup.conf; do mv "/etc/slurm/$f.new" "/etc/slurm/$f"; done
     stop
-    sleep 1
   else
-    rm -f "$CONF.new" /etc/slurm/cgroup.conf.new
+    rm -f /etc/slurm/*.conf.new
   fi
 }
 
 start() {
   pgrep -x munged >/dev/null || runuser -u munge -- munged
+  if ! pgrep -x mariadbd >/dev/null; then
+    mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld
+    (mysqld_safe --user=mysql >/dev/null 2>&1 &)
+  fi
+  for _ in $(seq 1 60); do mysqladmin ping >/dev/null 2>&1 && break; sleep 1; done
+  mysql -e "CREATE DATABASE IF NOT EXISTS slurm_acct_db" || { log "MariaDB did not start"; exit 1; }
+  pgrep -x slurmdbd >/dev/null || slurmdbd
+  for _ in $(seq 1 30); do sacctmgr -n list cluster >/dev/null 2>&1 && break; sleep 1; done
+  sacctmgr -n list cluster format=cluster | grep -qw caprl || sacctmgr -i add cluster caprl >/dev/null
   pgrep -x slurmctld >/dev/null || slurmctld
   pgrep -x slurmd >/dev/null || slurmd
   for _ in $(seq 1 60); do
@@ -112,7 +151,7 @@ start() {
 }
 
 case "${1:-start}" in
-  stop) stop ;;
+  stop) stop; if pgrep -x mariadbd >/dev/null; then mysqladmin shutdown; fi ;;
   start) install; configure; start; echo "SLURM_JOBCOMP=$JOBCOMP" ;;
   *) echo "usage: $0 [start|stop]" >&2; exit 2 ;;
 esac

@@ -1,0 +1,160 @@
+"""launcher=slurm for real: a one-node SLURM cluster on this machine (scripts/slurm_local.sh:
+slurmctld, slurmd, slurmdbd, munge), Hydra's submitit launcher submitting the embedded chain as
+SLURM jobs. A sweep over two caption sources runs both chains to the end; a job cancelled with
+scancel in the middle of training is resumed by re-running the sweep; a job that reaches its time
+limit is requeued by submitit (max_num_timeout) and continues from its last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, harness_cmd, read_status, subprocess_env
+from tests.test_multinode import complete_checkpoints, wait_for
+
+pytestmark = pytest.mark.slow
+# One SLURM job per sweep job, one node, one CPU task, no GPU: the embedded run.
+ON_SLURM = ["launcher=slurm", "launcher.nnodes=1", "launcher.nproc_per_node=1", "launcher.gpus_per_node=0",
+            "launcher.cpus_per_task=1", "launcher.mem_gb=3", "launcher.timeout_min=30"]
+SOURCES = "captions=synthetic_sparse,synthetic_dense"
+STEPS = ["train.common.max_steps=60", "train.common.save_steps=10", "train.common.logging_steps=10"]
+
+
+@pytest.fixture(scope="module")
+def slurm() -> Path:
+    """Start the cluster (installing it with apt-get if needed); the job completion log."""
+    proc = subprocess.run(["bash", "scripts/slurm_local.sh"], cwd=REPO, capture_output=True, text=True, timeout=900)
+    if proc.returncode == 3:
+        pytest.skip(proc.stderr.strip().splitlines()[-1])
+    assert proc.returncode == 0, proc.stderr
+    return Path(re.search(r"SLURM_JOBCOMP=(\S+)", proc.stdout).group(1))
+
+
+def sweep(results: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen(harness_cmd("run", "-m", *ON_SLURM, *args), cwd=REPO, env=subprocess_env(results),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def sweep_dir(results: Path) -> Path:
+    return results / "sweeps" / "embedded"
+
+
+def job_dir(results: Path, captions: str) -> Path:
+    return next(d for d in sweep_dir(results).glob(f"captions={captions},*") if d.is_dir())
+
+
+def array_ids(results: Path) -> set[str]:
+    """SLURM array job ids of the sweep so far (submitit's folders are named <array>_<task>)."""
+    return {p.name.split("_")[0] for p in (sweep_dir(results) / ".submitit").glob("*_*")}
+
+
+def sacct(job: str) -> dict[str, str]:
+    """Job id -> final state, from SLURM's accounting (the array's tasks, not their steps)."""
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", job], capture_output=True,
+                         text=True, check=True).stdout
+    return dict(line.split("|")[:2] for line in out.split())
+
+
+def wait_gone(job: str, timeout: float = 120) -> None:
+    wait_for(lambda: not subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip(),
+             timeout, f"SLURM job {job} to leave the queue")
+
+
+def stage_running_with_checkpoint(run_dir: Path, stage: str) -> bool:
+    try:
+        if read_status(run_dir)["stages"][stage]["state"] != "running":
+            return False
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return False
+    return bool(complete_checkpoints((run_dir / "stages" / stage).resolve() / "model"))
+
+
+def test_sweep_on_slurm_then_a_cancelled_job_resumes_on_rerun(shared_results, slurm):
+    results = shared_results
+    first = sweep(results, SOURCES, *STEPS)
+    wait_for(lambda: array_ids(results), 60, "the sweep's SLURM jobs")
+    (array,) = array_ids(results)
+    wait_for(lambda: any(sweep_dir(results).glob("captions=synthetic_dense,*")), 600, "the dense job's folder")
+    dense = job_dir(results, "synthetic_dense")
+    wait_for(lambda: stage_running_with_checkpoint(dense, "train.further_pretrain") or first.poll() is not None,
+             900, "a checkpoint of the dense job's further pretraining")
+    assert first.poll() is None, first.stdout.read()[-4000:]
+    # Task 1 is the second job of the sweep (captions=synthetic_dense): Hydra submits the jobs as
+    # one array in sweep order.
+    subprocess.run(["scancel", f"{array}_1"], check=True)
+    out = first.communicate(timeout=900)[0]
+    wait_gone(array)
+    states = sacct(array)
+    print(f"first sweep: {states}")
+    assert states == {f"{array}_0": "COMPLETED", f"{array}_1": "CANCELLED by 0"}, out[-4000:]
+    assert first.returncode == 1 and "CANCELLED" in out
+    assert read_status(job_dir(results, "synthetic_sparse"))["state"] == "done"
+    killed = read_status(dense)
+    assert killed["stages"]["train.further_pretrain"]["state"] == "running"   # killed in it, not marked
+    assert not ((dense / "stages" / "train.further_pretrain").resolve() / ".done.json").exists()
+
+    second = sweep(results, SOURCES, *STEPS)
+    out = second.communicate(timeout=900)[0]
+    assert second.returncode == 0, out[-4000:]
+    (again,) = array_ids(results) - {array}
+    states = sacct(again)
+    print(f"re-run: {states}")
+    assert states == {f"{again}_0": "COMPLETED", f"{again}_1": "COMPLETED"}
+    status = read_status(dense)
+    assert status["state"] == "done"
+    assert [n for n, s in status["stages"].items() if s["state"] == "done"] == \
+        ["train.further_pretrain", "train.sft", "evaluate", "report"]
+    log = (dense / "logs" / "train.further_pretrain.log").read_text()
+    assert re.search(r"resuming from checkpoint-\d+", log)
+    assert {s["state"] for s in read_status(job_dir(results, "synthetic_sparse"))["stages"].values()} == {"skipped"}
+    summary = json.loads((sweep_dir(results) / "summary.json").read_text())
+    assert sorted((r["job"].split(",")[0], r["state"]) for r in summary) == \
+        [("captions=synthetic_dense", "done"), ("captions=synthetic_sparse", "done")]
+    table = (sweep_dir(results) / "report" / "table.md").read_text()
+    assert "Synthetic-Dense" in table and "Synthetic-Sparse" in table
+    jobcomp = slurm.read_text()
+    assert f"JobId={again}" in jobcomp or "JobState=COMPLETED" in jobcomp
+
+
+def test_a_job_past_its_time_limit_is_requeued_and_resumes_from_its_checkpoint(shared_results, slurm):
+    results = shared_results
+    # Its own alignment (max_steps differs from the sweep's), long enough to shorten its limit
+    # in the middle: submitit asks for the signal 60 s before the limit and requeues the job
+    # once (max_num_timeout=1); SLURM starts it again after cred_expire (15 s here).
+    proc = sweep(results, "captions=synthetic_sparse", "until=train.alignment", "train.common.max_steps=400",
+                 "train.common.save_steps=20", "train.common.logging_steps=20", "launcher.max_num_timeout=1",
+                 "launcher.signal_delay_s=60", "hydra.sweep.dir=" + str(results / "sweeps" / "timeout"))
+    folder = results / "sweeps" / "timeout"
+    wait_for(lambda: any((folder / ".submitit").glob("*_0")), 120, "the SLURM job")
+    job = next((folder / ".submitit").glob("*_0")).name
+    run_dir = next(d for d in folder.glob("captions=*") if d.is_dir()) if False else None
+    wait_for(lambda: any(folder.glob("captions=*/status.json")), 600, "the job's status")
+    run_dir = next(folder.glob("captions=*/status.json")).parent
+    wait_for(lambda: stage_running_with_checkpoint(run_dir, "train.alignment") or proc.poll() is not None, 600,
+             "an alignment checkpoint")
+    assert proc.poll() is None
+    # A very short limit from now on: one minute more than it has run (SLURM's unit), which is
+    # inside the 60 s signal window, so submitit checkpoints and requeues it at once.
+    elapsed = subprocess.run(["squeue", "-h", "-j", job, "-o", "%M"], capture_output=True, text=True).stdout.strip()
+    minutes = int(elapsed.split(":")[-2]) + 1 if elapsed.count(":") == 1 else 2
+    subprocess.run(["scontrol", "update", f"JobId={job}", f"TimeLimit={minutes}"], check=True)
+    at_limit = max(complete_checkpoints((run_dir / "stages" / "train.alignment").resolve() / "model"))
+    wait_for(lambda: "Restarts=1" in subprocess.run(["scontrol", "show", "job", job], capture_output=True,
+                                                     text=True).stdout, 180, "submitit's requeue")
+    # The requeued job keeps its record, limit included: give the second attempt room again.
+    subprocess.run(["scontrol", "update", f"JobId={job}", "TimeLimit=30"], check=True)
+    out = proc.communicate(timeout=900)[0]
+    assert proc.returncode == 0, out[-4000:]
+    log = (run_dir / "logs" / "train.alignment.log").read_text()
+    resumed = [int(n) for n in re.findall(r"resuming from checkpoint-(\d+)", log)]
+    print(f"time-limit job {job}: requeued once, resumed from checkpoint-{resumed[-1] if resumed else None}; "
+          f"{sacct(job)}")
+    assert resumed and resumed[-1] >= at_limit
+    state = json.loads(((run_dir / "stages" / "train.alignment").resolve() / "model" / "trainer_state.json").read_text())
+    assert state["global_step"] == 400
+    assert read_status(run_dir)["state"] == "done"
