@@ -7,8 +7,7 @@ the lost node named; re-running both nodes resumes from the last complete checkp
 from __future__ import annotations
 
 import json
-import os
-import signal
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -34,8 +33,7 @@ def two_nodes(port: int) -> list[str]:
 
 
 def start_node(results: Path, rank: int, overrides: list[str], out: Path) -> subprocess.Popen:
-    """One node: its own process group, so a test can kill the whole node (harness, torchrun and
-    its rank) at once, as a machine that dies."""
+    """One node: the harness and, under it, llamafactory-cli, torchrun and the node's rank."""
     log = open(out, "w")
     return subprocess.Popen(harness_cmd("run", *overrides, f"launcher.node_rank={rank}"), cwd=REPO,
                             env=subprocess_env(results), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -43,6 +41,33 @@ def start_node(results: Path, rank: int, overrides: list[str], out: Path) -> sub
 
 def start_both(results: Path, overrides: list[str], tag: str) -> list[subprocess.Popen]:
     return [start_node(results, r, overrides, results.parent / f"{tag}.node{r}.out") for r in (0, 1)]
+
+
+def kill_node(proc: subprocess.Popen) -> None:
+    """SIGKILL every process of a node at once, as when its machine dies: the whole tree, since
+    torchrun starts its ranks in sessions of their own (killing the harness's group alone would
+    leave the rank training on)."""
+    import psutil
+
+    try:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in tree:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+
+
+@pytest.fixture
+def nodes():
+    """Started nodes; whatever a failing test leaves running is killed."""
+    started: list[subprocess.Popen] = []
+    yield started
+    for proc in started:
+        kill_node(proc)
 
 
 def wait_all(procs: list[subprocess.Popen], timeout: float = 600) -> list[int]:
@@ -55,9 +80,10 @@ def losses(stage_dir: Path) -> list[float]:
     return [h["loss"] for h in state["log_history"] if "loss" in h]
 
 
-def test_two_nodes_train_as_one_two_rank_job_like_one_node_with_two_processes(shared_results, tmp_path):
+def test_two_nodes_train_as_one_two_rank_job_like_one_node_with_two_processes(shared_results, tmp_path, nodes):
     results = shared_results
     procs = start_both(results, [*two_nodes(29731), *SHORT], "pair")
+    nodes += procs
     assert wait_all(procs) == [0, 0], (results.parent / "pair.node0.out").read_text()[-4000:]
     run_dir = results / "runs" / "embedded" / "tiny-synthetic_dense"
     node0, node1 = read_status(run_dir), json.loads((run_dir / "status.node1.json").read_text())
@@ -92,7 +118,7 @@ def wait_for(predicate, timeout: float, what: str) -> None:
     while time.time() < deadline:
         if predicate():
             return
-        time.sleep(0.2)
+        time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -109,14 +135,14 @@ def kill_node_after_a_checkpoint(results: Path, procs: list[subprocess.Popen], v
     wait_for(lambda: any(c > after for c in complete_checkpoints(model)) or any(p.poll() is not None for p in procs),
              400, f"a checkpoint after step {after}")
     assert all(p.poll() is None for p in procs), "a node ended before the kill"
-    os.killpg(procs[victim].pid, signal.SIGKILL)
+    kill_node(procs[victim])
     return time.time()
 
 
-def test_a_killed_node_fails_the_other_in_bounded_time_and_both_resume(shared_results):
+def test_a_killed_node_fails_the_other_in_bounded_time_and_both_resume(shared_results, nodes):
     results = shared_results
-    # Long enough to kill in the middle: 200 steps, a checkpoint every 10.
-    overrides = [*two_nodes(29751), "train.common.max_steps=200", "train.common.save_steps=10",
+    # Long enough to kill in the middle twice: 100 steps, a checkpoint every 10.
+    overrides = [*two_nodes(29751), "train.common.max_steps=100", "train.common.save_steps=10",
                  "train.common.logging_steps=10", "until=train.alignment", "captions=synthetic_sparse"]
     run_dir = results / "runs" / "embedded" / "tiny-synthetic_sparse"
     bound = 3 * HEARTBEAT_S + 20   # heartbeats to name the lost node, plus torchrun's own shutdown
@@ -127,6 +153,7 @@ def test_a_killed_node_fails_the_other_in_bounded_time_and_both_resume(shared_re
 
     # 1. Kill node 1: node 0 fails the stage, names node 1, marks nothing.
     procs = start_both(results, overrides, "kill1")
+    nodes += procs
     model = stage_folder() / "model"
     killed = kill_node_after_a_checkpoint(results, procs, 1, model, after=0)
     code = procs[0].wait(timeout=TIMEOUT_S + 60)
@@ -143,6 +170,7 @@ def test_a_killed_node_fails_the_other_in_bounded_time_and_both_resume(shared_re
 
     # 2. Again, now kill node 0: node 1 (the follower) fails too, names node 0, does not wait on.
     procs = start_both(results, overrides, "kill0")
+    nodes += procs
     killed = kill_node_after_a_checkpoint(results, procs, 0, model, after=first)
     code = procs[1].wait(timeout=TIMEOUT_S + 60)
     detected0 = time.time() - killed
@@ -156,9 +184,14 @@ def test_a_killed_node_fails_the_other_in_bounded_time_and_both_resume(shared_re
 
     # 3. Both again: training resumes from the last complete checkpoint and finishes.
     procs = start_both(results, overrides, "resume")
+    nodes += procs
     assert wait_all(procs) == [0, 0], (results.parent / "resume.node0.out").read_text()[-3000:]
     log = (run_dir / "logs" / "train.alignment.log").read_text()
-    assert f"resuming from checkpoint-{second}" in log.split("\n$ ")[-2]   # the last attempt's preamble
+    starts = [line for line in log.splitlines() if "resuming from" in line or "starting from step 0" in line]
+    assert starts[-3:] == [f"[train.alignment] {s}" for s in
+                           ("starting from step 0", f"resuming from checkpoint-{first}", f"resuming from checkpoint-{second}")]
+    assert re.search(rf"Resuming training from checkpoint with epoch \d+ and global step {second}\b",
+                     log.rpartition("\n$ ")[2])
     state = json.loads((model / "trainer_state.json").read_text())
-    assert state["global_step"] == 200
+    assert state["global_step"] == 100
     assert (model.parent / ".done.json").exists()

@@ -65,6 +65,9 @@ def node_env(launcher: Mapping, *, node_rank: int | None = None, deepspeed: bool
         "NPROC_PER_NODE": str(launcher["nproc_per_node"]),
         "MASTER_ADDR": master_addr(launcher, resolve=resolve),
         "MASTER_PORT": str(launcher["master_port"]),
+        # torchrun reads its options from PET_* too (LLaMA-Factory's command line has no room for
+        # them): a node that never joins fails the others' rendezvous after timeout_s, not 600 s.
+        "PET_RDZV_CONF": f"timeout={int(launcher['timeout_s'])}",
     }
 
 
