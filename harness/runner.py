@@ -60,9 +60,12 @@ def _forced(stage: Stage, force: list[str]) -> bool:
 def _link(run_dir: Path, name: str, target: Path) -> None:
     link = run_dir / "stages" / name
     link.parent.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(target.resolve())
+    # Made aside and renamed over the old link: the nodes of a multi-node job link the same run
+    # folder at the same moment, and unlink-then-link races ("File exists").
+    tmp = link.with_name(f".{name}.{os.getpid()}.link")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target.resolve())
+    os.replace(tmp, link)
 
 
 class Runner:
