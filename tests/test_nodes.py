@@ -74,3 +74,30 @@ def test_every_launcher_has_the_time_outs_and_a_multi_node_launch_gets_them(resu
                                    "launcher.master_addr=127.0.0.1", "launcher.timeout_s=60"]))
     env = node_env(cfg["launcher"], node_rank=1)
     assert env["PET_RDZV_CONF"] == "timeout=60" and env["NODE_RANK"] == "1" and env["NNODES"] == "2"
+
+
+def test_a_follower_stops_waiting_when_node_0_fails_or_after_follower_wait_s(tmp_path):
+    """Node 1 waits for node 0's marks outside training; it must end, with a reason, when node 0
+    says it failed, and when node 0 says nothing for launcher.follower_wait_s."""
+    import json
+
+    import pytest
+
+    from harness.runner import Runner
+    from harness.store import Store
+    from tests.test_runner import make_chain
+
+    steps = {k: (lambda ctx: None) for k in ("init_vlm", "data_prep", "train")}
+    silent = Runner(Store(tmp_path / "store"), tmp_path / "quiet", steps, node_rank=1, poll_seconds=0.05,
+                    follower_wait_s=0.3)
+    t = time.time()
+    with pytest.raises(RuntimeError, match=r"node 0 did not finish init_vlm within launcher.follower_wait_s=0.3 s"):
+        silent.run(make_chain(), run_label="quiet")
+    assert time.time() - t < 5
+    (tmp_path / "failed").mkdir()
+    (tmp_path / "failed" / "status.json").write_text(json.dumps({"state": "failed", "error": "stage init_vlm failed: boom"}))
+    waiting = Runner(Store(tmp_path / "store"), tmp_path / "failed", steps, node_rank=1, poll_seconds=0.05,
+                     started=time.time() - 60)
+    with pytest.raises(RuntimeError, match="node 0 failed, so init_vlm will not be done: stage init_vlm failed: boom"):
+        waiting.run(make_chain(), run_label="failed")
+    assert json.loads((tmp_path / "failed" / "status.node1.json").read_text())["state"] == "failed"
