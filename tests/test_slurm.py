@@ -79,12 +79,15 @@ def sacct(job: str) -> dict[str, str]:
     """Job id -> final state, from SLURM's accounting (the array's tasks, not their steps)."""
     out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", job], capture_output=True,
                          text=True, check=True).stdout
-    return dict(line.split("|")[:2] for line in out.split())
+    return dict(line.split("|")[:2] for line in out.splitlines() if line)
 
 
-def wait_gone(job: str, timeout: float = 120) -> None:
-    wait_for(lambda: not subprocess.run(["squeue", "-h", "-j", job], capture_output=True, text=True).stdout.strip(),
-             timeout, f"SLURM job {job} to leave the queue")
+def final_states(job: str, timeout: float = 120) -> dict[str, str]:
+    """sacct's states once every task has ended (the accounting daemon records them a moment
+    after the job leaves the queue)."""
+    live = ("PENDING", "RUNNING", "COMPLETING", "REQUEUED")
+    wait_for(lambda: all(not s.startswith(live) for s in sacct(job).values()), timeout, f"SLURM job {job} to end")
+    return sacct(job)
 
 
 def stage_running_with_checkpoint(run_dir: Path, stage: str) -> bool:
@@ -110,11 +113,15 @@ def test_sweep_on_slurm_then_a_cancelled_job_resumes_on_rerun(shared_results, sl
     # one array in sweep order.
     subprocess.run(["scancel", f"{array}_1"], check=True)
     code, out = first.finish()
-    wait_gone(array)
-    states = sacct(array)
+    states = final_states(array)
     print(f"first sweep: {states}")
     assert states == {f"{array}_0": "COMPLETED", f"{array}_1": "CANCELLED by 0"}, out[-4000:]
-    assert code == 1 and "CANCELLED" in out
+    assert code == 1, out[-4000:]
+    # The cancelled job's harness either recorded the failure of its training (SLURM's SIGTERM
+    # reaches LLaMA-Factory first) or was killed before it could: not done, either way.
+    first_summary = {r["job"].split(",")[0]: r["state"] for r in json.loads((sweep_dir(results) / "summary.json").read_text())}
+    assert first_summary["captions=synthetic_sparse"] == "done"
+    assert first_summary["captions=synthetic_dense"] in ("failed", "running")
     assert read_status(job_dir(results, "synthetic_sparse"))["state"] == "done"
     killed = read_status(dense)
     # Stopped in it (SLURM's SIGTERM reaches LLaMA-Factory first, so the harness may record the
@@ -126,7 +133,7 @@ def test_sweep_on_slurm_then_a_cancelled_job_resumes_on_rerun(shared_results, sl
     code, out = second.finish()
     assert code == 0, out[-4000:]
     (again,) = array_ids(results) - {array}
-    states = sacct(again)
+    states = final_states(again)
     print(f"re-run: {states}")
     assert states == {f"{again}_0": "COMPLETED", f"{again}_1": "COMPLETED"}
     status = read_status(dense)
@@ -178,7 +185,7 @@ def test_a_job_past_its_time_limit_is_requeued_and_resumes_from_its_checkpoint(s
     log = (run_dir / "logs" / "train.alignment.log").read_text()
     resumed = [int(n) for n in re.findall(r"resuming from checkpoint-(\d+)", log)]
     print(f"time-limit job {job}: requeued once, resumed from checkpoint-{resumed[-1] if resumed else None}; "
-          f"{sacct(job)}")
+          f"{final_states(job)}")
     assert resumed and resumed[-1] >= at_limit
     state = json.loads(((run_dir / "stages" / "train.alignment").resolve() / "model" / "trainer_state.json").read_text())
     assert state["global_step"] == 600
