@@ -161,8 +161,9 @@ def test_a_job_past_its_time_limit_is_requeued_and_resumes_from_its_checkpoint(s
                  "launcher.signal_delay_s=120", "hydra.sweep.dir=" + str(results / "sweeps" / "timeout"),
                  "hydra.sweep.subdir=job")
     folder = results / "sweeps" / "timeout"
-    wait_for(lambda: any(re.fullmatch(r"\d+_0", p.name) for p in (folder / ".submitit").glob("*")), 120, "the SLURM job")
-    job = next(p.name for p in (folder / ".submitit").glob("*") if re.fullmatch(r"\d+_0", p.name))
+    # One job: submitted alone, not as an array (its folder is named by the plain job id).
+    wait_for(lambda: any(re.fullmatch(r"\d+", p.name) for p in (folder / ".submitit").glob("*")), 120, "the SLURM job")
+    job = next(p.name for p in (folder / ".submitit").glob("*") if re.fullmatch(r"\d+", p.name))
     run_dir = folder / "job"
     wait_for(lambda: (run_dir / "status.json").exists(), 600, "the job's status")
     wait_for(lambda: stage_running_with_checkpoint(run_dir, "train.alignment") or proc.poll() is not None, 600,
