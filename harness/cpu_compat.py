@@ -6,6 +6,11 @@ next to a CPU-only torch: the registry's torchvision and torchaudio wheels are C
   not exist". We make those two registrations conditional on the ops being loaded.
 - torchaudio crashes loading its compiled extension (libc10_cuda.so missing). We move the
   extension aside, so its loader reports "unavailable" instead of raising.
+- torch cannot load a checkpoint onto "cpu:0": accelerate gives every rank of a multi-process
+  CPU run the device cpu:<index>, the Trainer resumes the optimizer state with that device as
+  map_location, and torch's CPU deserializer accepts only "cpu" ("don't know how to restore
+  data location ... (tagged with cpu:0)"), so resuming multi-process (and multi-node) CPU
+  training failed. We let the CPU deserializer accept "cpu:<index>" too (CPU has one memory).
 
 Nothing in this pipeline uses the compiled ops. The step is idempotent and does nothing
 when torch has CUDA (or ROCm): on a GPU machine the wheels are used untouched.
@@ -30,6 +35,8 @@ def _register_fake_if_ops(name):
     return lambda fn: fn
 '''
 _DISABLED_SUFFIX = ".disabled-cpu-only"
+_CPU_ONLY = 'def _cpu_deserialize(obj, location):\n    if location == "cpu":'
+_CPU_ANY = f'def _cpu_deserialize(obj, location):\n    if location == "cpu" or location.startswith("cpu:"):  {MARKER}'
 
 
 def _package_dir(name: str) -> Path | None:
@@ -62,12 +69,23 @@ def disable_torchaudio_ext(pkg: Path) -> str:
     return f"torchaudio: disabled {', '.join(moved)}" if moved else "torchaudio: already disabled"
 
 
+def patch_torch_cpu_location(pkg: Path) -> str:
+    ser = pkg / "serialization.py"
+    text = ser.read_text()
+    if MARKER in text:
+        return "torch: already patched"
+    if _CPU_ONLY not in text:
+        raise RuntimeError(f"{ser}: layout changed (no CPU deserializer found); cannot patch")
+    ser.write_text(text.replace(_CPU_ONLY, _CPU_ANY, 1))
+    return f"torch: patched {ser}"
+
+
 def apply() -> list[str]:
     import torch
 
     if torch.version.cuda or getattr(torch.version, "hip", None):
         return ["torch has GPU support: nothing to do"]
-    done = []
+    done = [patch_torch_cpu_location(Path(torch.__file__).parent)]
     if (tv := _package_dir("torchvision")) is not None:
         done.append(patch_torchvision(tv))
     if (ta := _package_dir("torchaudio")) is not None:

@@ -45,13 +45,15 @@ def run_job(cfg: DictConfig) -> dict:
     config_name = "config.yaml" if rank == 0 else f"config.node{rank}.yaml"   # node 0's copy stays
     (run_dir / config_name).write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
     verbose = env_flag(VERBOSE_ENV)
+    launcher = plain["launcher"]   # a follower checks on node 0 as often as the nodes beat
     label = run_label(plain)
     chain = None
     try:
         chain = build_chain(plain)
         with Console(label, [s.name for s in chain], verbose=verbose) as console:
             runner = Runner(Store(Path(plain["paths"]["store_dir"])), run_dir, node_rank=rank, echo=verbose,
-                            console=console)
+                            console=console, poll_seconds=min(10.0, float(launcher["heartbeat_s"])),
+                            follower_wait_s=launcher["follower_wait_s"])
             status = runner.run(chain, run_label=label, force=force_list(plain["force"]))
             _show_table(console, status.data)
     except Exception as exc:  # noqa: BLE001 - in a sweep, one job's failure must not stop the others
@@ -84,7 +86,13 @@ def launch(overrides: list[str], multirun: bool) -> int:
 
     started = time.time()
     sweep_dir = Path(str(app.compose_config(CONFIG_NAME, overrides, run_mode=RunMode.MULTIRUN).hydra.sweep.dir))
-    returns = app.multirun(CONFIG_NAME, run_job, [*overrides, "hydra.mode=MULTIRUN"])
+    try:
+        returns = app.multirun(CONFIG_NAME, run_job, [*overrides, "hydra.mode=MULTIRUN"])
+    except Exception as exc:  # noqa: BLE001 - e.g. submitit: a SLURM job was cancelled or lost its node
+        # No job returned a value (one never will), but every job's status file is on disk: the
+        # summary still says how far each got, and re-running the sweep resumes them.
+        print(f"[harness] the launcher stopped: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return finish_sweep(sweep_dir, [{"state": "failed", "error": str(exc)}], started)
     jobs = [_job_result(r) for batch in returns for r in batch]
     return finish_sweep(sweep_dir, jobs, started)
 

@@ -6,6 +6,7 @@ link to the stage's folder in the content-addressed store.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import traceback
@@ -59,15 +60,18 @@ def _forced(stage: Stage, force: list[str]) -> bool:
 def _link(run_dir: Path, name: str, target: Path) -> None:
     link = run_dir / "stages" / name
     link.parent.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(target.resolve())
+    # Made aside and renamed over the old link: the nodes of a multi-node job link the same run
+    # folder at the same moment, and unlink-then-link races ("File exists").
+    tmp = link.with_name(f".{name}.{os.getpid()}.link")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target.resolve())
+    os.replace(tmp, link)
 
 
 class Runner:
     def __init__(self, store: Store, run_dir: Path, steps: Mapping[str, Callable[[StageRun], Any]] | None = None,
                  node_rank: int = 0, poll_seconds: float = 10.0, started: float | None = None, echo: bool = True,
-                 console=None):
+                 console=None, follower_wait_s: float | None = None):
         from harness.kinds import KINDS
 
         self.store, self.run_dir = store, Path(run_dir)
@@ -80,6 +84,7 @@ class Runner:
         self.follower = rank > 0
         self.suffix = f".node{rank}" if self.follower else ""   # followers never overwrite node 0's files
         self.poll_seconds = poll_seconds
+        self.follower_wait_s = follower_wait_s   # None: wait for node 0 as long as it takes
         # When this command started (shared by every job of a sweep, see harness/job.py): a forced
         # stage finished after it was already redone by an earlier job of the same sweep.
         self.started = started if started is not None else invocation_started()
@@ -157,10 +162,25 @@ class Runner:
             folder.mkdir(parents=True, exist_ok=True)
             self.steps[stage.kind](ctx)
         # Wait for node 0's mark; when the stage is being redone, for a mark newer than the old one.
+        # Bounded: a node 0 that died or failed must not keep this node's allocation forever.
+        waiting_since = time.time()
         while (done := self.store.finished_at(folder, fp)) is None or (reason is not None and done == before):
+            self._check_node_0(stage.name, waiting_since)
             time.sleep(self.poll_seconds)
         status.stage(stage.name, "skipped", dir=str(folder), fingerprint=fp, note="done by node 0")
         self._tell("finished", stage.name, "skipped", note="done by node 0")
+
+    def _check_node_0(self, stage: str, waiting_since: float) -> None:
+        node_0 = self.run_dir / "status.json"
+        try:   # node 0's status of this attempt (written after this node started) says it failed
+            if node_0.stat().st_mtime >= self.started and (err := json.loads(node_0.read_text()))["state"] == "failed":
+                raise RuntimeError(f"node 0 failed, so {stage} will not be done: {err['error']}")
+        except (FileNotFoundError, ValueError, KeyError):
+            pass
+        waited = time.time() - waiting_since
+        if self.follower_wait_s is not None and waited > self.follower_wait_s:
+            raise RuntimeError(f"node 0 did not finish {stage} within launcher.follower_wait_s={self.follower_wait_s:g} s "
+                               f"(lost? its status: {node_0}); re-run every node with the same command")
 
     def _execute(self, stage: Stage, ctx: StageRun, fp: str, status: RunStatus, reason: str) -> None:
         folder = ctx.out_dir

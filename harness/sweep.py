@@ -50,9 +50,14 @@ def finish_sweep(sweep_dir: Path, jobs: list[dict], started: float) -> int:
         from report.cli import report_paths
         from report.paper import PAPER_TABLES, PRISM_TABLE
 
+        from report.records import ReportError
+
         # a Prism sweep (captioners, pipeline=prism) is compared with Table 3, a pretraining sweep with Tables 1-2
         tables = (PRISM_TABLE,) if any((d / "stages" / "prism").exists() for d in done) else PAPER_TABLES
-        written = report_paths(done, out=sweep_dir / "report", paper_csv=[p for p in tables if p.exists()])
-        print(written["markdown_text"], flush=True)
+        try:
+            written = report_paths(done, out=sweep_dir / "report", paper_csv=[p for p in tables if p.exists()])
+            print(written["markdown_text"], flush=True)
+        except ReportError as exc:   # e.g. a sweep stopped before evaluation (until=train.alignment)
+            print(f"[harness] no sweep report: {exc}", flush=True)
     failed = any(r["state"] != "done" for r in rows) or any(j.get("state") != "done" for j in jobs)
     return 1 if failed else 0

@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-$(command -v python3.11 || command -v python3)}
 PIP_VERSION=26.3
 VPY=.venv/bin/python
-stamp_of() { cat pyproject.toml requirements/lock.txt scripts/setup.sh | sha256sum | cut -c1-16; }
+# harness/cpu_compat.py too: a changed post-install fix must reach an existing .venv.
+stamp_of() { cat pyproject.toml requirements/lock.txt scripts/setup.sh harness/cpu_compat.py | sha256sum | cut -c1-16; }
 fail() { echo "[setup] error: $*" >&2; exit 1; }
 if [ ! -x "$VPY" ]; then
   "$PY" -m venv .venv

@@ -100,7 +100,7 @@ def test_plan_for_slurm_outside_slurm_prints_what_each_node_evaluates(results_di
     master = 'MASTER_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)"'
     for rank, line in enumerate(lines):
         assert line.startswith(f"node {rank}: FORCE_TORCHRUN=1 NNODES=4 NODE_RANK={rank} NPROC_PER_NODE=8 {master} "
-                               f"MASTER_PORT=29500 llamafactory-cli train ")
+                               f"MASTER_PORT=29500 PET_RDZV_CONF=timeout=1800 llamafactory-cli train ")
     # On a node of the job the printed line evaluates to the allocation's first host.
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

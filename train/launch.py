@@ -15,6 +15,21 @@ from typing import Mapping
 # the same host slurm_master_addr() finds at run time (plan itself runs outside SLURM).
 SLURM_MASTER_EXPR = '$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)'
 
+# How long the nodes of one job wait for each other, offered to every launcher YAML as the base
+# config `launcher_defaults`. A node that dies must fail the others' training in bounded time,
+# never leave them hanging in a collective for a cluster allocation's lifetime.
+LAUNCH_DEFAULTS = {
+    # A rank waits this long for the others to join (init) and in every collective, then the
+    # stage fails: LLaMA-Factory's ddp_timeout. Long enough for a slow checkpoint save by rank 0.
+    "timeout_s": 1800,
+    # Every node touches a heartbeat file this often while it trains; one silent for 3 beats is
+    # named as lost in the failure message (train/nodes.py).
+    "heartbeat_s": 10,
+    # A node > 0 waits at most this long for node 0 to finish a stage it does not take part in
+    # (data preparation and evaluation of a full-size run take hours), then fails.
+    "follower_wait_s": 86400,
+}
+
 
 def slurm_master_addr() -> str:
     """The first host of the SLURM allocation: the same answer on every node."""
@@ -50,6 +65,9 @@ def node_env(launcher: Mapping, *, node_rank: int | None = None, deepspeed: bool
         "NPROC_PER_NODE": str(launcher["nproc_per_node"]),
         "MASTER_ADDR": master_addr(launcher, resolve=resolve),
         "MASTER_PORT": str(launcher["master_port"]),
+        # torchrun reads its options from PET_* too (LLaMA-Factory's command line has no room for
+        # them): a node that never joins fails the others' rendezvous after timeout_s, not 600 s.
+        "PET_RDZV_CONF": f"timeout={int(launcher['timeout_s'])}",
     }
 
 

@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Mapping
 
 from data_prep.stage import has_data
-from stagekit import StageRun, run_identity, run_logged
 import tracking
+from stagekit import CommandFailed, StageRun, run_identity, run_logged
 from train import checkpoints, tokenize_stage, trainable
 from train.launch import node_env, node_rank, train_command
 from train.render import render_lf_config
@@ -118,8 +118,13 @@ def render(job: StageRun, *, tokenized_path: Path | None, resolve_master: bool =
                           deepspeed_json=ds_json)
     tracker = job.settings.get("tracker") or {"name": "none"}
     lf.update(tracking.lf_keys(tracker, job.settings.get("identity"), job.name))
-    env = {**node_env(job.settings["launcher"], deepspeed=ds_json is not None, resolve=resolve_master),
-           **tracking.tracker_env(tracker, job.settings.get("identity"), job.name)}
+    launcher = job.settings["launcher"]
+    env = node_env(launcher, deepspeed=ds_json is not None, resolve=resolve_master)
+    if env:
+        # Bounded waiting between ranks (joining, every collective): a lost node fails the stage
+        # after this long instead of hanging the others (run-only: not in the fingerprint).
+        lf["ddp_timeout"] = int(launcher["timeout_s"])
+    env = {**env, **tracking.tracker_env(tracker, job.settings.get("identity"), job.name)}
     yaml_path = out / "llamafactory.yaml"
     return Rendered(lf, yaml_path, ds_json, ds.get("config"), env, train_command(yaml_path))
 
@@ -177,8 +182,7 @@ def run(job: StageRun) -> dict:
             if cache:
                 cache.on_line(line)
 
-        run_logged(rendered.argv, env=tool_env(rendered.env), log_path=job.log.path, on_line=on_line,
-                   echo=job.log.echo)
+        launch_nodes(job, rendered, on_line)
         if cache:
             cache.mark_complete()   # in case the "saved" line was not logged (LLAMAFACTORY_VERBOSITY)
     count.finish()
@@ -186,6 +190,31 @@ def run(job: StageRun) -> dict:
         copy_processor_files(model_dir, out_model, job.log)
     return {"trainable_params": count.expected, "resumed_from": resume.name if resume else None,
             **train_metrics(out_model)}
+
+
+def launch_nodes(job: StageRun, rendered: Rendered, on_line) -> None:
+    """Run this node's torchrun; in a multi-node job, beat a heartbeat meanwhile and, when it
+    fails, say which node was lost (train/nodes.py)."""
+    from train.nodes import Heartbeat, lost_message, lost_nodes
+
+    launcher = job.settings["launcher"]
+    nnodes, me = int(launcher["nnodes"]), node_rank(launcher)
+    argv, env = rendered.argv, tool_env(rendered.env)
+    if nnodes == 1:
+        run_logged(argv, env=env, log_path=job.log.path, on_line=on_line, echo=job.log.echo)
+        return
+    interval = float(launcher["heartbeat_s"])
+    beat = Heartbeat(job.out_dir, me, interval)
+    try:
+        with beat:
+            run_logged(argv, env=env, log_path=job.log.path, on_line=on_line, echo=job.log.echo)
+    except CommandFailed as exc:
+        lost = lost_nodes(job.out_dir, me, nnodes, since=beat.started, interval=interval)
+        if not lost:
+            raise
+        message = lost_message(lost, nnodes, int(launcher["timeout_s"]))
+        job.log(message)
+        raise CommandFailed(f"{message}\n{exc}") from exc
 
 
 def copy_processor_files(src: Path, dst: Path, log) -> None:
