@@ -163,7 +163,8 @@ def test_one_command_scores_the_embedded_captioner_with_prism(shared_results):
 
     run_harness(shared_results, "run", "experiment=prism", timeout=900)
     run_dir = shared_results / "runs" / "prism" / "embedded"
-    assert [s["state"] for s in read_status(run_dir)["stages"].values()] == ["done"] * 4
+    states = [s["state"] for s in read_status(run_dir)["stages"].values()]
+    assert states[0] in ("done", "skipped") and states[1:] == ["done"] * 3   # the world may be shared
     table = (run_dir / "stages" / "report" / "table.md").read_text()
     assert "| Prism | Tiny-Qwen2.5-VL |" in table
     again = run_harness(shared_results, "run", "experiment=prism", timeout=300)

@@ -24,7 +24,7 @@ def states(sweep_dir, stage):
 def test_sweep_with_a_failing_job_then_rerun(tmp_path):
     results = tmp_path / "results"
     run_harness(results, "run", "until=world")
-    world = next((results / "store" / "world").iterdir())
+    world = next(p for p in (results / "store" / "world").iterdir() if p.is_dir())   # not its .lock
     sparse = world / "sources" / "sharegpt4v_sparse.json"
     shutil.move(sparse, tmp_path / "sparse.json")   # a source file that went missing
 
