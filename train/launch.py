@@ -67,7 +67,7 @@ def node_env(launcher: Mapping, *, node_rank: int | None = None, deepspeed: bool
         "MASTER_PORT": str(launcher["master_port"]),
         # torchrun reads its options from PET_* too (LLaMA-Factory's command line has no room for
         # them): a node that never joins fails the others' rendezvous after timeout_s, not 600 s.
-        "PET_RDZV_CONF": f"timeout={int(launcher['timeout_s'])}",
+        "PET_RDZV_CONF": f"timeout={int(launcher.get('timeout_s', LAUNCH_DEFAULTS['timeout_s']))}",
     }
 
 
