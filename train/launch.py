@@ -46,6 +46,12 @@ def node_rank(launcher: Mapping) -> int:
     return int(launcher.get("node_rank", 0) or 0)
 
 
+def node_timeout(launcher: Mapping) -> int:
+    """Seconds the ranks wait for each other (rendezvous, collectives); the default for a launcher
+    config built outside Hydra (benchmarks) that lacks the key."""
+    return int(launcher.get("timeout_s", LAUNCH_DEFAULTS["timeout_s"]))
+
+
 def world_size(launcher: Mapping) -> int:
     """Processes of a job: a launcher config, or a training stage's `world_size` slice."""
     return int(launcher["nnodes"]) * int(launcher["nproc_per_node"])
@@ -67,7 +73,7 @@ def node_env(launcher: Mapping, *, node_rank: int | None = None, deepspeed: bool
         "MASTER_PORT": str(launcher["master_port"]),
         # torchrun reads its options from PET_* too (LLaMA-Factory's command line has no room for
         # them): a node that never joins fails the others' rendezvous after timeout_s, not 600 s.
-        "PET_RDZV_CONF": f"timeout={int(launcher.get('timeout_s', LAUNCH_DEFAULTS['timeout_s']))}",
+        "PET_RDZV_CONF": f"timeout={node_timeout(launcher)}",
     }
 
 

@@ -28,7 +28,7 @@ from data_prep.stage import has_data
 import tracking
 from stagekit import CommandFailed, StageRun, run_identity, run_logged
 from train import checkpoints, tokenize_stage, trainable
-from train.launch import LAUNCH_DEFAULTS, node_env, node_rank, train_command
+from train.launch import node_env, node_rank, node_timeout, train_command
 from train.render import render_lf_config
 
 KIND = "train"
@@ -123,7 +123,7 @@ def render(job: StageRun, *, tokenized_path: Path | None, resolve_master: bool =
     if env:
         # Bounded waiting between ranks (joining, every collective): a lost node fails the stage
         # after this long instead of hanging the others (run-only: not in the fingerprint).
-        lf["ddp_timeout"] = int(launcher.get("timeout_s", LAUNCH_DEFAULTS["timeout_s"]))
+        lf["ddp_timeout"] = node_timeout(launcher)
     env = {**env, **tracking.tracker_env(tracker, job.settings.get("identity"), job.name)}
     yaml_path = out / "llamafactory.yaml"
     return Rendered(lf, yaml_path, ds_json, ds.get("config"), env, train_command(yaml_path))
@@ -212,7 +212,7 @@ def launch_nodes(job: StageRun, rendered: Rendered, on_line) -> None:
         lost = lost_nodes(job.out_dir, me, nnodes, since=beat.started, interval=interval)
         if not lost:
             raise
-        message = lost_message(lost, nnodes, int(launcher.get("timeout_s", LAUNCH_DEFAULTS["timeout_s"])))
+        message = lost_message(lost, nnodes, node_timeout(launcher))
         job.log(message)
         raise CommandFailed(f"{message}\n{exc}") from exc
 
