@@ -109,10 +109,6 @@ def _train_details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mappi
         f"accumulation  deepspeed: {config['deepspeed']['name']}",
         *cost,
     ]
-    if r.lf.get("finetuning_type") == "freeze":   # a Qwen3-VL projector stage (train/trainable.py lf_method)
-        lines.insert(1, f"llamafactory: finetuning_type=freeze freeze_vision_tower=False "
-                        f"freeze_trainable_layers={r.lf['freeze_trainable_layers']} "
-                        f"freeze_trainable_modules={r.lf['freeze_trainable_modules']}")
     # master_addr=auto is resolved by SLURM on the node; plan shows the expression the node evaluates.
     envs = all_node_envs(stage.settings["launcher"], deepspeed=r.deepspeed_json is not None, resolve=False)
     for rank, env in enumerate(envs):

@@ -37,3 +37,16 @@ def test_only_the_tiny_qwen3vl_backbone_asks_the_world_for_its_sources(results_d
     # Its world is another world (another fingerprint); the default chain's stages keep theirs.
     default, qwen3 = chain_fingerprints(build_chain(cfg_of())), chain_fingerprints(build_chain(cfg))
     assert default["world"] != qwen3["world"] and default["init_vlm"] != qwen3["init_vlm"]
+
+
+def test_plan_prints_the_registering_command_for_qwen3vl_stages_only(results_dir):
+    """Before any model folder exists, plan shows how each stage will be launched: Qwen3-VL stages
+    through train/lf_train.py (DeepStack mergers registered as projector), Qwen2.5-VL's unchanged."""
+    from harness.plan import render_plan
+
+    for backbone, command in (("qwen3vl-4b", "python -m train.lf_train train "),
+                              ("qwen2.5-3b", "llamafactory-cli train ")):
+        plan = render_plan(cfg_of("experiment=caprl2m", f"backbone={backbone}"))
+        block = plan.split(". train.alignment [")[1].split("\n\n")[0]
+        launch = [line for line in block.splitlines() if "NNODES=" in line or "command: " in line]
+        assert launch and all(command in line for line in launch), block

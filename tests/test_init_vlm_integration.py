@@ -39,9 +39,9 @@ def image(tmp_path_factory) -> Path:
     return path
 
 
-def run(cmd: list[str], cwd: Path, timeout: int) -> subprocess.CompletedProcess:
+def run(cmd: list[str], cwd: Path, timeout: int, env: dict | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-           "WANDB_DISABLED": "true", "PYTHONUNBUFFERED": "1"}
+           "WANDB_DISABLED": "true", "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 

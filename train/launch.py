@@ -88,5 +88,9 @@ def all_node_envs(launcher: Mapping, *, deepspeed: bool = False, resolve: bool =
             for r in range(int(launcher["nnodes"]))]
 
 
-def train_command(yaml_path: Path) -> list[str]:
+def train_command(yaml_path: Path, *, projector_parts: bool = False) -> list[str]:
+    """LLaMA-Factory's command; projector_parts: through train/lf_train.py, which first registers
+    the parts of a new projector that LLaMA-Factory files under the vision tower (Qwen3-VL)."""
+    if projector_parts:
+        return ["python", "-m", "train.lf_train", "train", str(yaml_path)]
     return ["llamafactory-cli", "train", str(yaml_path)]

@@ -1,7 +1,9 @@
 """Render one training stage to a complete LLaMA-Factory YAML (train/stage.py `render` calls it).
 
-The YAML alone reproduces the stage by hand (`llamafactory-cli train llamafactory.yaml`): every
-value it needs is written out, nothing comes from the harness at run time.
+The YAML alone reproduces the stage by hand (`llamafactory-cli train llamafactory.yaml`; for a
+Qwen3-VL model `python -m train.lf_train train llamafactory.yaml`, which registers the DeepStack
+mergers as projector first): every value it needs is written out, nothing comes from the harness
+at run time.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from typing import Any, Mapping
 
 from train.batch import gradient_accumulation
 from train.launch import world_size
-from train.trainable import lf_method
 
 # Pass-through keys of train.common (LLaMA-Factory argument names).
 _COMMON_KEYS = ("template", "cutoff_len", "num_train_epochs", "max_steps", "lr_scheduler_type", "warmup_ratio",
@@ -37,12 +38,11 @@ def render_lf_config(*, config: Mapping[str, Any], model_dir: Path, dataset_dir:
         "image_max_pixels": config["pixels"]["max_pixels"],   # the pixel budget of data_prep and evaluation
         "image_min_pixels": config["pixels"]["min_pixels"],
         # method: full fine-tuning, the three freeze flags always explicit (LLaMA-Factory's defaults
-        # for them differ between versions, and a silently frozen part wastes a run); for a
-        # projector-only stage of a Qwen3-VL model, LLaMA-Factory's freeze tuning picks the DeepStack
-        # mergers (train/trainable.py)
+        # for them differ between versions, and a silently frozen part wastes a run)
         "stage": "sft",
         "do_train": True,
-        **lf_method(model_dir, spec),
+        "finetuning_type": "full",
+        **{k: bool(spec[k]) for k in FREEZE_KEYS},
         # dataset
         "dataset_dir": str(dataset_dir),
         "dataset": dataset,

@@ -32,7 +32,8 @@ from train.launch import node_env, node_rank, node_timeout, train_command
 from train.render import render_lf_config
 
 KIND = "train"
-VERSION = 1
+# 2: a Qwen3-VL projector stage trains the DeepStack mergers whole, LayerNorms included (train/lf_train.py)
+VERSION = 2
 STAGES = ("alignment", "further_pretrain", "sft")
 # Settings of train.common that change neither the trained weights nor where checkpoints are
 # (save_steps does: it is not here).
@@ -126,7 +127,9 @@ def render(job: StageRun, *, tokenized_path: Path | None, resolve_master: bool =
         lf["ddp_timeout"] = node_timeout(launcher)
     env = {**env, **tracking.tracker_env(tracker, job.settings.get("identity"), job.name)}
     yaml_path = out / "llamafactory.yaml"
-    return Rendered(lf, yaml_path, ds_json, ds.get("config"), env, train_command(yaml_path))
+    argv = train_command(yaml_path, projector_parts=trainable.moves_projector_parts(lf["model_name_or_path"],
+                                                                                   lf.get("template", "")))
+    return Rendered(lf, yaml_path, ds_json, ds.get("config"), env, argv)
 
 
 def write_stage_files(r: Rendered) -> None:

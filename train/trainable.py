@@ -4,14 +4,11 @@ otherwise train the wrong parts for days without a sign.
 
 Module groups follow LLaMA-Factory's own definitions (model/model_utils/visual.py), per model type:
 - qwen2_5_vl: projector = visual.merger; vision = the rest of visual; language = everything else.
-- qwen3_vl: the new projector is visual.merger *and* the DeepStack mergers, but LLaMA-Factory counts
-  visual.deepstack_merger_list as vision tower, so `freeze_vision_tower` would leave those fresh
-  mergers frozen at random in a projector-only stage. For that stage `lf_method` asks LLaMA-Factory
-  for its partial ("freeze") tuning instead: vision tower not frozen as a whole, and of the layer-indexed
-  modules only the DeepStack mergers' two linear layers (indices 0..n-1, modules linear_fc1,linear_fc2)
-  trainable. Their LayerNorms stay at their identity init: LLaMA-Factory's name patterns cannot pick
-  them without also picking the ViT blocks' norm1/norm2, and a LayerNorm's scale and shift feed a
-  trainable linear layer that can absorb both, so the stage can learn the same functions."""
+- qwen3_vl: projector = visual.merger and the DeepStack mergers (visual.deepstack_merger_list), all
+  new in a fresh build. LLaMA-Factory 0.9.5 files the DeepStack mergers under the vision tower, so
+  such a stage runs through train/lf_train.py, which registers them as projector before LLaMA-Factory
+  builds the model; the count here is what that registration trains, and the check below is what
+  catches a launch that missed it."""
 
 from __future__ import annotations
 
@@ -80,13 +77,9 @@ def _deepstack_count(config: Mapping) -> int:
 
 
 def param_groups(model_dir: Path) -> dict[str, int]:
-    """Parameter counts per group from the safetensors headers of a model folder.
-
-    Qwen3-VL adds two groups: `deepstack` (the DeepStack mergers' linear layers) and `deepstack_norm`."""
+    """Parameter counts per group (projector, vision, language) from the safetensors headers."""
     qwen3 = _is_qwen3_vl(model_config(model_dir))
     groups = {"projector": 0, "vision": 0, "language": 0}
-    if qwen3:
-        groups.update(deepstack=0, deepstack_norm=0)
     for shard in sorted(Path(model_dir).glob("*.safetensors")):
         for name, meta in _header(shard).items():
             if name == "__metadata__":
@@ -103,44 +96,29 @@ def _group(name: str, qwen3: bool = False) -> str:
     if ".visual.merger." in name:
         return "projector"
     if qwen3 and ".visual.deepstack_merger_list." in name:
-        return "deepstack_norm" if ".norm." in name else "deepstack"
+        return "projector"
     if ".visual." in name:
         return "vision"
     return "language"
 
 
-def trained_groups(model_dir: Path, trainable: str) -> set[str]:
-    """The groups LLaMA-Factory trains for `trainable` with the settings `lf_method` renders."""
-    groups = set(param_groups(model_dir))
-    if trainable == "all":
-        return groups
+def trained_groups(trainable: str) -> set[str]:
     frozen = dict(zip(("vision", "projector", "language"), TRAINABLE[trainable]))
-    out = {g for g in ("vision", "projector", "language") if not frozen[g]}
-    if trainable == "projector" and "deepstack" in groups:
-        out.add("deepstack")  # LLaMA-Factory's freeze tuning (lf_method); their norms stay at identity
-    return out
+    return {g for g, f in frozen.items() if not f}
 
 
 def expected_trainable(model_dir: Path, spec: Mapping) -> int:
     groups = param_groups(model_dir)
-    return sum(groups[g] for g in trained_groups(model_dir, spec["trainable"]))
+    return sum(groups[g] for g in trained_groups(spec["trainable"]))
 
 
-def lf_method(model_dir: Path, spec: Mapping) -> dict:
-    """LLaMA-Factory's method keys for a stage: full tuning with the three freeze flags as configured,
-    except a projector-only stage of a Qwen3-VL model (see the module docstring)."""
-    flags = {k: bool(spec[k]) for k in ("freeze_vision_tower", "freeze_multi_modal_projector",
-                                        "freeze_language_model")}
+def moves_projector_parts(model_dir: Path, template: str) -> bool:
+    """Whether the stage must run through train/lf_train.py (the DeepStack mergers registered as
+    projector): a Qwen3-VL model folder, or, before init_vlm has built it (plan), a Qwen3-VL template."""
     config = model_config(model_dir)
-    if spec.get("trainable") != "projector" or not _is_qwen3_vl(config):
-        return {"finetuning_type": "full", **flags}
-    n, layers = _deepstack_count(config), (config.get("text_config") or {}).get("num_hidden_layers", 0)
-    if n > layers:  # LLaMA-Factory takes layer indices 0..n-1 from the text model's layer count
-        raise TrainableMismatch(f"{Path(model_dir) / 'config.json'}: {n} DeepStack mergers "
-                                f"(vision_config.deepstack_visual_indexes) but only {layers} text layers; "
-                                f"LLaMA-Factory's freeze tuning cannot select them")
-    return {"finetuning_type": "freeze", **flags, "freeze_vision_tower": False,
-            "freeze_trainable_layers": -n, "freeze_trainable_modules": "linear_fc1,linear_fc2"}
+    if config:
+        return _is_qwen3_vl(config)
+    return str(template).startswith("qwen3_vl")
 
 
 def parse_lf_count(line: str) -> int | None:
