@@ -28,6 +28,29 @@ class BadOverride(ValueError):
     pass
 
 
+# A sweep job's folder is named by its overrides (Hydra's override_dirname, e.g.
+# "captions=vanilla,seed=1"); a sweep over many keys makes that longer than a file name may be
+# (255 bytes on ext4 and xfs), and the job would fail as it starts. Past this length the name keeps
+# its readable head and ends with a hash of the whole, so it stays unique per job.
+MAX_JOB_DIRNAME = 200
+
+
+def job_dirname(overrides: str) -> str:
+    if len(overrides.encode()) <= MAX_JOB_DIRNAME:
+        return overrides
+    import hashlib
+
+    digest = hashlib.sha256(overrides.encode()).hexdigest()[:12]
+    head = overrides.encode()[:MAX_JOB_DIRNAME - 14].decode(errors="ignore")
+    return f"{head}..{digest}"
+
+
+# At import, not in hydra_app(): a SLURM worker resolves its job folder after unpickling the job,
+# which imports this module but never calls hydra_app().
+if not OmegaConf.has_resolver("job_dirname"):
+    OmegaConf.register_new_resolver("job_dirname", job_dirname)
+
+
 def register_defaults() -> None:
     """Defaults that live in Python, offered to the YAMLs as base configs so no value is written
     twice: a source's optional keys (every source YAML: `- /source_defaults@_here_`), lmms-eval

@@ -34,3 +34,32 @@ def test_summary_lists_only_the_jobs_of_this_sweep_with_state_time_and_reason(tm
         "| captions=caprl_1m | failed | 0 | 1 | 12.5 | stage train.sft failed: CUDA out of memory |")
     assert [r["job"] for r in job_summaries(tmp_path)] == ["captions=caprl_1m", "captions=vanilla", "seed=7"]
     assert json.loads((tmp_path / "seed=7" / "status.json").read_text())["state"] == "done"
+
+
+LONG = ("train.stages.alignment.learning_rate=0.001,train.stages.further_pretrain.learning_rate=0.002,"
+        "train.stages.sft.learning_rate=0.003,train.common.logging_steps=7,train.common.save_total_limit=3,"
+        "train.common.warmup_ratio=0.01")   # 221 bytes
+
+
+def test_a_job_folder_name_past_200_bytes_keeps_its_head_and_ends_with_a_hash():
+    from harness.config import job_dirname
+
+    assert job_dirname("captions=vanilla,seed=1") == "captions=vanilla,seed=1"
+    name = job_dirname(LONG)
+    assert name == LONG[:186] + "..210d600f11f7" and len(name.encode()) == 200
+    assert job_dirname(LONG.replace("0.003", "0.004")) != name   # one hash per job
+
+
+def test_a_sweep_over_many_keys_gets_folders_a_file_system_accepts(tmp_path):
+    """Hydra names each sweep job's folder by its overrides; 2 x 1,000 bytes would fail on ext4 as
+    the job starts. Runs the world stage only (until=world)."""
+    import re
+
+    from tests.conftest import run_harness
+
+    values = ",".join(["x" * 240, "y" * 240])
+    results = tmp_path / "results"
+    proc = run_harness(results, "run", "-m", "until=world", "experiment_name=e", f"+note={values}")
+    jobs = sorted(p.name for p in (results / "sweeps" / "e").iterdir() if p.is_dir())
+    assert len(jobs) == 2 and all(re.fullmatch(r"\+note=[xy]{180}\.\.[0-9a-f]{12}", j) for j in jobs), jobs
+    assert "| done |" in proc.stdout
