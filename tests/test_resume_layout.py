@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.test_init_vlm import built, sources  # noqa: F401 (fixtures: the tiny VLM of init_vlm)
+from tests.test_train_qwen3vl import model_dir as qwen3vl_dir  # noqa: F401 (fixture: the tiny Qwen3-VL of init_vlm)
 from train.resume_layout import INDEX, SINGLE, LayoutMismatch, to_model_layout
 
 
@@ -110,3 +111,14 @@ def test_a_deepspeed_checkpoint_is_left_alone(trained, tmp_path):
 def test_a_checkpoint_without_safetensors_is_left_alone(tmp_path):
     (tmp_path / "checkpoint-5").mkdir()
     assert to_model_layout(tmp_path / "checkpoint-5", lambda m: None) == 0
+
+
+def test_a_qwen3vl_checkpoint_already_has_the_models_names(qwen3vl_dir, tmp_path):  # noqa: F811
+    """transformers keeps no renaming for Qwen3-VL: its checkpoint passes the check unchanged (a
+    false alarm here would stop every Qwen3-VL resume)."""
+    from transformers import Qwen3VLForConditionalGeneration
+
+    ckpt = tmp_path / "checkpoint-5"
+    Qwen3VLForConditionalGeneration.from_pretrained(qwen3vl_dir).save_pretrained(ckpt)
+    before = (ckpt / SINGLE).read_bytes()
+    assert to_model_layout(ckpt, lambda m: None) == 0 and (ckpt / SINGLE).read_bytes() == before
