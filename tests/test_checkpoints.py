@@ -13,7 +13,7 @@ def ckpt(output_dir, step, files=COMPLETE, ds_folder=False):
     folder = output_dir / f"checkpoint-{step}"
     folder.mkdir(parents=True)
     for name in files:
-        (folder / name).write_text("x")
+        (folder / name).write_text("{}" if name.endswith(".json") else "x")
     if ds_folder:  # DeepSpeed: states in global_stepN/, named by `latest`
         (folder / f"global_step{step}").mkdir()
     return folder
@@ -31,6 +31,14 @@ def ckpt(output_dir, step, files=COMPLETE, ds_folder=False):
 ], ids=["plain", "sharded", "bin", "deepspeed-latest", "no-trainer-state", "no-weights", "no-optimizer", "empty"])
 def test_is_complete(tmp_path, files, complete):
     assert is_complete(ckpt(tmp_path, 4, files, ds_folder="latest" in files)) is complete
+
+
+def test_a_trainer_state_cut_short_is_incomplete(tmp_path):
+    """Killed while the trainer state was written: LLaMA-Factory would fail on it at every resume."""
+    folder = ckpt(tmp_path, 4)
+    (folder / "trainer_state.json").write_text('{"global_step": 4, "log_history": [{"loss": 6.0')
+    assert not is_complete(folder)
+    assert last_complete(tmp_path) is None
 
 
 def test_incomplete_checkpoints_are_set_aside_and_complete_ones_kept(tmp_path):

@@ -6,6 +6,7 @@ or hangs. Before each launch we move such folders aside (never delete: they may 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -19,11 +20,20 @@ def checkpoints(output_dir: Path) -> list[Path]:
 
 
 def is_complete(ckpt: Path) -> bool:
-    """trainer_state.json is written after weights and optimizer state; DeepSpeed keeps its
+    """trainer_state.json is written after weights and optimizer state, in place: a kill while it is
+    written leaves it cut short, and resuming from it would fail every time. DeepSpeed keeps its
     states in global_step* folders plus a `latest` file."""
     has_weights = any((ckpt / w).exists() for w in _WEIGHTS)
     has_optim = (ckpt / "optimizer.pt").exists() or (ckpt / "latest").exists()
-    return (ckpt / "trainer_state.json").exists() and has_weights and has_optim
+    return _whole_json(ckpt / "trainer_state.json") and has_weights and has_optim
+
+
+def _whole_json(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
 
 
 def set_aside_incomplete(output_dir: Path, log=print) -> list[Path]:

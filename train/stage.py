@@ -10,7 +10,9 @@ ranks), pixels and seed. Run-only: logging and retention settings and the launch
 and ranks, so changing them after a crash resumes the stage instead of restarting a multi-day run.
 
 A killed stage resumes from its last complete checkpoint (LLaMA-Factory itself, with
-overwrite_output_dir false); incomplete checkpoints are set aside first. `render` is the one
+overwrite_output_dir false); incomplete checkpoints are set aside first, and the weights of the one
+resumed are given the model's parameter names (train/resume_layout.py: transformers 5's Trainer
+would otherwise resume a Qwen2.5-VL from the stage's input weights). `render` is the one
 place the stage's files and command are made: `run` writes and launches them, `plan` prints them."""
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Mapping
 from data_prep.stage import has_data
 import tracking
 from stagekit import CommandFailed, StageRun, run_identity, run_logged
-from train import checkpoints, tokenize_stage, trainable
+from train import checkpoints, resume_layout, tokenize_stage, trainable
 from train.launch import node_env, node_rank, node_timeout, train_command
 from train.render import render_lf_config
 
@@ -176,6 +178,8 @@ def run(job: StageRun) -> dict:
         checkpoints.set_aside_incomplete(out_model, log=job.log)
     resume = checkpoints.last_complete(out_model)
     job.log(f"resuming from {resume.name}" if resume else "starting from step 0")
+    if resume and lead:
+        resume_layout.to_model_layout(resume, job.log)   # else the Trainer resumes the input weights
     count = trainable.CountCheck(trainable.expected_trainable(model_dir, cfg["stage"]), cfg["name"],
                                  cfg["stage"]["trainable"])
     cache = TokenizedCache(tok, job.log) if lead and not pretokenized else None
