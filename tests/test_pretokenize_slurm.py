@@ -6,7 +6,9 @@ written: the stage fails naming the missing parts, and nothing of a killed part 
 second attempt submits only the missing parts. The joined dataset equals the one the local
 processes write from the same rows, file for file (the Arrow data byte for byte) and row for
 row; and through the harness, tokenize=slurm and tokenize=local are the same stage (one
-fingerprint: the local run finds the SLURM run's output done). ~3-5 min.
+fingerprint: the local run finds the SLURM run's output done). And from inside a launcher=slurm
+job, as node 0 of a GPU job would: the array is submitted from the job, asks for CPUs and memory
+only, and the chain goes on once it is joined. ~5 min.
 Run: .venv/bin/python -m pytest tests/test_pretokenize_slurm.py -q"""
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pytest
 from tests.conftest import run_harness
 from tests.test_multinode import wait_for
 from tests.test_pretokenize import lf_yaml
+from tests.test_slurm import final_states, sweep
 from tests.test_slurm import slurm  # noqa: F401  (the cluster fixture: starts it, or skips with the reason)
 from tests.test_train_packing import world  # noqa: F401  (the embedded world fixture)
 
@@ -121,3 +124,28 @@ def test_harness_tokenize_on_slurm_is_the_same_stage_as_local(world, slurm, shar
     assert (done / "dataset" / "dataset_dict.json").exists() and not (done / "dataset.parts").exists()
     again = run_harness(shared_results, "run", "-v", "train.common.pretokenize=2", "until=tokenize.alignment")
     assert re.search(r"\[tokenize.alignment\] done already \(.*/tokenize/" + done.name + r"\), skipped", again.stdout)
+
+
+def sacct_field(job: str, field: str) -> dict[str, str]:
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", f"JobID,{field}", "-j", job], capture_output=True,
+                         text=True, check=True).stdout
+    return dict(line.split("|", 1) for line in out.splitlines() if line)
+
+
+def test_from_inside_a_slurm_job_the_array_asks_for_cpus_only(world, slurm, shared_results):  # noqa: F811
+    """launcher=slurm: the chain runs in a SLURM job (one CPU here), whose tokenize stage submits
+    the array (the node's other CPU) and waits for it."""
+    folder = shared_results / "sweeps" / "tokenize-in-job"
+    proc = sweep(shared_results, "captions=synthetic_dense", "until=tokenize.further_pretrain",
+                 "train.common.pretokenize=2", "tokenize=slurm", "tokenize.cpus_per_task=1", "tokenize.mem_gb=2",
+                 "tokenize.timeout_min=20", f"hydra.sweep.dir={folder}", "hydra.sweep.subdir=job")
+    code, out = proc.finish()
+    assert code == 0, out[-4000:]
+    log = (folder / "job" / "logs" / "tokenize.further_pretrain.log").read_text()
+    (array,) = re.findall(r"SLURM array (\d+): parts \[0, 1\] of 2, ", log)
+    assert "tokenized 48 rows into 48 in 2 parts (slurm; 0 kept from an earlier attempt)" in log
+    assert final_states(array) == {f"{array}_0": "COMPLETED", f"{array}_1": "COMPLETED"}
+    # what each task asked for: one CPU, 2 GB, one node; no GPU (no gres)
+    assert set(sacct_field(array, "ReqTRES").values()) == {"billing=1,cpu=1,mem=2G,node=1"}
+    outer = (folder / ".submitit").glob("*")
+    assert all(not p.name.startswith(array) for p in outer)   # the array is not the sweep's job
