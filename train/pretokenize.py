@@ -150,6 +150,20 @@ def tokenize(args: dict, out_dir: Path, parts: int, run_parts=None) -> dict:
     return {"parts": parts, "reused": parts - len(todo), **summary}
 
 
+def wait_for_parts(shards: Path, parts: int, timeout_s: float, nodes: int, log=print, poll_s: float = 2.0) -> None:
+    """Until every part is written by the node that owns it (part p: node p % nodes); bounded, so a
+    node that died does not keep the others' allocation: the error names the parts and nodes."""
+    deadline = time.time() + timeout_s
+    if missing := missing_parts(shards, parts):
+        log(f"waiting for parts {missing} from nodes {sorted({p % nodes for p in missing})}")
+    while missing := missing_parts(shards, parts):
+        if time.time() > deadline:
+            raise TimeoutError(f"tokenized parts {missing} of {parts} (nodes {sorted({p % nodes for p in missing})}) "
+                               f"did not appear under {shards} within {timeout_s:g} s; re-run every node with "
+                               "the same command: only the missing parts are redone")
+        time.sleep(poll_s)
+
+
 def run_forked(args: dict, shards: Path, todo: list[int], parts: int) -> None:
     """The parts in todo, one process each on this machine.
 
