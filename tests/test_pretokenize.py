@@ -111,6 +111,12 @@ def test_where_the_parts_run_is_run_only_and_checked(results_dir):
                                                       "mem_gb": 16, "timeout_min": 240, "max_parallel": 2}
     assert tok.summary.endswith(", 4 SLURM array tasks")
     assert next(s for s in local if s.name == "tokenize.sft").settings["where"] == {"name": "local"}
+    nodes = build_chain(to_plain(compose_config(["train.common.pretokenize=4", "tokenize=nodes",
+                                                 "launcher=multinode", "launcher.nnodes=2"])))
+    on_nodes = next(s for s in nodes if s.name == "tokenize.sft")
+    assert on_nodes.every_node and not tok.every_node and on_nodes.summary.endswith(", 4 parts over 2 nodes")
+    assert {s.name: fp for s, fp in zip(nodes, chain_fingerprints(nodes).values()) if s.kind == "tokenize"} == \
+        {s.name: fp for s, fp in zip(local, chain_fingerprints(local).values()) if s.kind == "tokenize"}
     with pytest.raises(BadOverride, match=r"tokenize.mem_gb: 0; a number above 0"):
         validate_overrides(["train.common.pretokenize=4", "tokenize=slurm", "tokenize.mem_gb=0"])
 
@@ -149,3 +155,15 @@ def test_a_part_counts_only_once_renamed_into_place(tmp_path):
     (again / "x").write_text("")
     _publish(again, part_dir(shards, 0, 3))
     assert not again.exists() and sorted(p.name for p in part_dir(shards, 0, 3).iterdir()) == [PART_INFO]
+
+
+def test_node_0_waits_for_the_other_nodes_parts_bounded(tmp_path):
+    from train.pretokenize import wait_for_parts
+
+    lines: list[str] = []
+    with pytest.raises(TimeoutError) as err:
+        wait_for_parts(tmp_path / "dataset.parts", 4, 0.2, 2, lines.append, poll_s=0.05)
+    assert lines == ["waiting for parts [0, 1, 2, 3] from nodes [0, 1]"]
+    assert str(err.value) == (f"tokenized parts [0, 1, 2, 3] of 4 (nodes [0, 1]) did not appear under "
+                              f"{tmp_path / 'dataset.parts'} within 0.2 s; re-run every node with the same "
+                              "command: only the missing parts are redone")
