@@ -119,6 +119,8 @@ def test_where_the_parts_run_is_run_only_and_checked(results_dir):
         {s.name: fp for s, fp in zip(local, chain_fingerprints(local).values()) if s.kind == "tokenize"}
     with pytest.raises(BadOverride, match=r"tokenize.mem_gb: 0; a number above 0"):
         validate_overrides(["train.common.pretokenize=4", "tokenize=slurm", "tokenize.mem_gb=0"])
+    with pytest.raises(BadOverride, match=r"tokenize: unknown key gpus_per_node; valid keys: cpus_per_task, "):
+        validate_overrides(["tokenize=slurm", "+tokenize.gpus_per_node=1"])   # tokenizing asks for no GPU
 
 
 def test_sbatch_asks_for_cpus_memory_and_time_never_gpus():

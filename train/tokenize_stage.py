@@ -44,6 +44,8 @@ def problems(cfg: Mapping) -> list[str]:
     for key in ("cpus_per_task", "mem_gb", "timeout_min") if on["name"] == "slurm" else ():
         if not isinstance(on[key], (int, float)) or on[key] <= 0:
             bad.append(f"tokenize.{key}: {on[key]!r}; a number above 0")
+    if on["name"] == "slurm" and on.get("max_parallel") is not None and not int(on["max_parallel"]) > 0:
+        bad.append(f"tokenize.max_parallel: {on['max_parallel']!r}; null (all tasks at once) or a number above 0")
     return bad
 
 
