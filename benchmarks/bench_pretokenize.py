@@ -15,7 +15,8 @@ is the embedded one, the image processor Qwen2-VL's with the paper's pixel budge
 1,003,520): the image processor is where the time goes (~40 ms a 2000x1500 JPEG).
 Target on this 2-core machine: >= 1.8x with 2 parts. The work per row is independent, so on a GPU
 node the rate grows with processes up to the cores that are free (minus the serial load and join:
-~2% of the single-process time here), and over nodes with tokenize_part + join."""
+~2% of the single-process time here), and over nodes (tokenize=nodes) or a SLURM array of CPU
+tasks (tokenize=slurm), each part in a process of its own."""
 
 from __future__ import annotations
 
@@ -89,9 +90,10 @@ def lf_single(args: dict, out: Path) -> tuple[float, float]:
 
 def sharded(args: dict, out: Path, parts: int) -> tuple[float, float]:
     """(wall seconds, CPU seconds of the parts' processes and of this one: the join)."""
-    from train.pretokenize import tokenize
+    from train.pretokenize import shards_dir, tokenize
 
     shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(shards_dir(out), ignore_errors=True)   # parts an interrupted run left would be kept, not timed
     t0, c0 = time.perf_counter(), time.process_time()
     summary = tokenize(args, out, parts)
     return time.perf_counter() - t0, summary["cpu_s"] + time.process_time() - c0

@@ -84,7 +84,8 @@ def _stage(spec: dict) -> Stage:
         inputs["world"] = "world"
     return Stage(name=spec["name"], kind=spec["kind"], config=spec["config"], inputs=inputs,
                  resumable=spec.get("resumable", False), summary=spec.get("summary", ""),
-                 settings=spec.get("settings") or {}, version=spec["version"])
+                 settings=spec.get("settings") or {}, version=spec["version"],
+                 every_node=spec.get("every_node", False))
 
 
 def _until(stages: list[Stage], until: str | None) -> list[Stage]:

@@ -3,7 +3,8 @@ owns its slice of the run config:
 
     KIND, VERSION                   its name; bump VERSION when its code changes what it writes
     stages(cfg, upstream) -> [..]   its stages in this run: name, config (what decides the output,
-                                    fingerprinted), settings (run-only), inputs, resumable, summary
+                                    fingerprinted), settings (run-only), inputs, resumable, summary,
+                                    every_node (multi-node: nodes > 0 run it too, for their share)
     problems(cfg) -> [str]          (optional) what in the run config it cannot run, key named
     run(StageRun) -> dict           does the work in explicit folders (stagekit.StageRun)
     PIPELINES                       (optional) the pipelines it runs in; default ("pretrain",)

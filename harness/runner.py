@@ -152,11 +152,12 @@ class Runner:
         return (lambda: read(ctx.out_dir, ctx.config)) if read else None
 
     def _follow(self, stage: Stage, ctx: StageRun, fp: str, status: RunStatus, reason: str | None) -> None:
-        """Node rank > 0: take part in training, wait for node 0 to finish everything else."""
+        """Node rank > 0: do its share of an every-node stage (training, its torchrun ranks; a
+        tokenize stage on nodes, its parts), wait for node 0 to finish everything else."""
         folder = ctx.out_dir
         before = self.store.finished_at(folder, fp) if reason is not None else None
-        if stage.kind == "train" and reason is not None:
-            ctx.log(f"joining training as a follower node ({reason})")
+        if stage.every_node and reason is not None:
+            ctx.log(f"joining {stage.name} as a follower node ({reason})")
             status.stage(stage.name, "running", dir=str(folder), fingerprint=fp, started=now())
             self._tell("started", stage.name, note="follower node", watch=self._watcher(stage, ctx))
             folder.mkdir(parents=True, exist_ok=True)

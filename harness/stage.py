@@ -24,6 +24,7 @@ class Stage:
     summary: str = ""              # one line for `plan`
     settings: Mapping[str, Any] = field(default_factory=dict)  # run-only: never fingerprinted
     version: int = 1               # the kind's code version
+    every_node: bool = False       # multi-node: nodes > 0 do their share too, not only wait for node 0
 
 
 def canonical_json(obj: Any) -> str:

@@ -100,7 +100,7 @@ def test_two_nodes_train_as_one_two_rank_job_like_one_node_with_two_processes(sh
         # LLaMA-Factory's per-rank line: one rank per node, one world of two.
         assert "Process rank: 0, world size: 2" in lead and "Multi-node training enabled: num nodes: 2, node rank: 0" in lead
         assert "Process rank: 1, world size: 2" in follow and "node rank: 1" in follow
-        assert "joining training as a follower node" in follow
+        assert f"joining {name} as a follower node" in follow
     # The same data, seed and world size on one node with two processes: the same losses.
     # DistributedSampler gives rank r the same batches whatever the node layout, and gloo sums
     # two ranks' gradients in the same order, so the losses agree to float32 rounding.

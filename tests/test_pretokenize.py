@@ -92,3 +92,80 @@ def test_chain_tokenizes_before_training_only_when_asked(results_dir):
     # the process count is run-only: any count gives the same rows
     other = chain_fingerprints(build_chain(to_plain(compose_config(["train.common.pretokenize=2"]))))
     assert other == chain_fingerprints(chain)
+
+
+def test_where_the_parts_run_is_run_only_and_checked(results_dir):
+    """tokenize=slurm changes no fingerprint (the SLURM array writes the same rows:
+    tests/test_pretokenize_slurm.py); its sbatch keys reach the stage as settings; a bad value is
+    named before any work."""
+    from harness.chain import build_chain
+    from harness.config import BadOverride, compose_config, to_plain, validate_overrides
+    from harness.stage import chain_fingerprints
+
+    local = build_chain(to_plain(compose_config(["train.common.pretokenize=4"])))
+    slurm = build_chain(to_plain(compose_config(["train.common.pretokenize=4", "tokenize=slurm",
+                                                 "tokenize.partition=cpu", "tokenize.max_parallel=2"])))
+    assert chain_fingerprints(slurm) == chain_fingerprints(local)
+    tok = next(s for s in slurm if s.name == "tokenize.sft")
+    assert tok.resumable and tok.settings["where"] == {"name": "slurm", "partition": "cpu", "cpus_per_task": 2,
+                                                      "mem_gb": 16, "timeout_min": 240, "max_parallel": 2}
+    assert tok.summary.endswith(", 4 SLURM array tasks")
+    assert next(s for s in local if s.name == "tokenize.sft").settings["where"] == {"name": "local"}
+    nodes = build_chain(to_plain(compose_config(["train.common.pretokenize=4", "tokenize=nodes",
+                                                 "launcher=multinode", "launcher.nnodes=2"])))
+    on_nodes = next(s for s in nodes if s.name == "tokenize.sft")
+    assert on_nodes.every_node and not tok.every_node and on_nodes.summary.endswith(", 4 parts over 2 nodes")
+    assert {s.name: fp for s, fp in zip(nodes, chain_fingerprints(nodes).values()) if s.kind == "tokenize"} == \
+        {s.name: fp for s, fp in zip(local, chain_fingerprints(local).values()) if s.kind == "tokenize"}
+    with pytest.raises(BadOverride, match=r"tokenize.mem_gb: 0; a number above 0"):
+        validate_overrides(["train.common.pretokenize=4", "tokenize=slurm", "tokenize.mem_gb=0"])
+    with pytest.raises(BadOverride, match=r"tokenize: unknown key gpus_per_node; valid keys: cpus_per_task, "):
+        validate_overrides(["tokenize=slurm", "+tokenize.gpus_per_node=1"])   # tokenizing asks for no GPU
+
+
+def test_sbatch_asks_for_cpus_memory_and_time_never_gpus():
+    from train.pretokenize_slurm import sbatch_parameters
+
+    on = {"name": "slurm", "partition": None, "cpus_per_task": 2, "mem_gb": 16, "timeout_min": 240, "max_parallel": None}
+    assert sbatch_parameters(on, 64) == {"job_name": "tokenize", "nodes": 1, "ntasks_per_node": 1, "cpus_per_task": 2,
+                                         "mem": "16GB", "time": 240, "array_parallelism": 64}
+    assert sbatch_parameters({**on, "partition": "cpu", "mem_gb": 1.5, "max_parallel": 8}, 64) == {
+        "job_name": "tokenize", "nodes": 1, "ntasks_per_node": 1, "cpus_per_task": 2, "mem": "1536MB", "time": 240,
+        "array_parallelism": 8, "partition": "cpu"}
+
+
+def test_a_part_counts_only_once_renamed_into_place(tmp_path):
+    """What a killed part leaves (its temporary folder, even with files in it) is not a part;
+    a part of another count is not one of this count's."""
+    from train.pretokenize import PART_INFO, _publish, missing_parts, part_dir
+
+    shards = tmp_path / "dataset.parts"
+    half = shards / ".part-00001-of-00003.vm-123"
+    half.mkdir(parents=True)
+    (half / PART_INFO).write_text("{}")
+    other = part_dir(shards, 0, 2)
+    other.mkdir()
+    (other / PART_INFO).write_text("{}")
+    assert missing_parts(shards, 3) == [0, 1, 2]
+    whole = shards / ".part-00000-of-00003.vm-124"
+    whole.mkdir()
+    (whole / PART_INFO).write_text("{}")
+    _publish(whole, part_dir(shards, 0, 3))
+    assert missing_parts(shards, 3) == [1, 2] and not whole.exists()
+    again = shards / ".part-00000-of-00003.vm-125"   # a second attempt at a part already there
+    again.mkdir()
+    (again / "x").write_text("")
+    _publish(again, part_dir(shards, 0, 3))
+    assert not again.exists() and sorted(p.name for p in part_dir(shards, 0, 3).iterdir()) == [PART_INFO]
+
+
+def test_node_0_waits_for_the_other_nodes_parts_bounded(tmp_path):
+    from train.pretokenize import wait_for_parts
+
+    lines: list[str] = []
+    with pytest.raises(TimeoutError) as err:
+        wait_for_parts(tmp_path / "dataset.parts", 4, 0.2, 2, lines.append, poll_s=0.05)
+    assert lines == ["waiting for parts [0, 1, 2, 3] from nodes [0, 1]"]
+    assert str(err.value) == (f"tokenized parts [0, 1, 2, 3] of 4 (nodes [0, 1]) did not appear under "
+                              f"{tmp_path / 'dataset.parts'} within 0.2 s; re-run every node with the same "
+                              "command: only the missing parts are redone")

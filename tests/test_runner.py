@@ -26,9 +26,9 @@ def make_chain(lr: float = 1e-3, source: str = "dense") -> list[Stage]:
     return [
         Stage("init_vlm", "init_vlm", {"seed": 0}),
         Stage("data_prep.captions", "data_prep", {"source": source}, {"model": "init_vlm"}),
-        Stage("train.alignment", "train", {"lr": lr}, {"model": "init_vlm"}, resumable=True),
+        Stage("train.alignment", "train", {"lr": lr}, {"model": "init_vlm"}, resumable=True, every_node=True),
         Stage("train.further_pretrain", "train", {"lr": 4e-5}, {"model": "train.alignment", "data": "data_prep.captions"},
-              resumable=True),
+              resumable=True, every_node=True),
     ]
 
 

@@ -13,8 +13,12 @@ tests/test_pretokenize.py compares the joined result with get_dataset's.
 
     lf_args = tokenize_args(rendered_llamafactory_yaml)       # the data-deciding keys only
     tokenize(lf_args, out_dir, parts=4)                       # this machine: 4 processes, joined
-    tokenize_part(lf_args, shards_dir, part=i, parts=N)       # one of N machines (or SLURM array tasks)
+    tokenize(lf_args, out_dir, parts=64, run_parts=on_slurm(...))   # a SLURM array of 64 CPU tasks
+    tokenize_part(lf_args, shards_dir, part=i, parts=N)       # one of N machines (or array tasks)
     join(shards_dir, out_dir, parts=N)                        # then, once
+
+A part is written aside and renamed into place when whole, so a killed part never looks done and
+a re-run computes only the parts that are missing (train/pretokenize_slurm.py for the array).
 
 Uses two private functions of the pinned LLaMA-Factory 0.9.5 (data/loader.py); a version that
 renames them fails loudly at import, never silently differently."""
@@ -22,14 +26,20 @@ renames them fails loudly at import, never silently differently."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import shutil
+import socket
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from stagekit import write_json_atomic
+
 # Keys of the rendered YAML that are not about data, or that this module sets itself.
 _DROP = ("tokenized_path", "preprocessing_num_workers", "overwrite_cache", "output_dir")
-EMPTY = "EMPTY"   # marks a part that got no rows
+PART_INFO = "part.json"   # written last into a part: its row range, rows and CPU seconds
 
 
 def tokenize_args(lf_yaml: Mapping[str, Any], work_dir: Path) -> dict:
@@ -73,54 +83,96 @@ def _unit(data_args) -> int:
     return data_args.preprocessing_batch_size if data_args.packing else 1
 
 
-def _preprocess_part(lf: dict, part: int, parts: int, out: Path) -> int:
+def part_dir(shards_dir: Path, part: int, parts: int) -> Path:
+    """A part's folder names the count too: part 1 of 2 and part 1 of 4 are different rows, so a
+    re-run with another count never mistakes an old part for one of its own."""
+    return Path(shards_dir) / f"part-{part:05d}-of-{parts:05d}"
+
+
+def missing_parts(shards_dir: Path, parts: int) -> list[int]:
+    """The parts not yet written whole (a part appears only once complete: _publish)."""
+    return [p for p in range(parts) if not (part_dir(shards_dir, p, parts) / PART_INFO).exists()]
+
+
+def shards_dir(out_dir: Path) -> Path:
+    """Where the parts of out_dir wait to be joined (beside it: kept by a failed attempt)."""
+    return Path(out_dir).with_name(Path(out_dir).name + ".parts")
+
+
+def _preprocess_part(lf: dict, part: int, parts: int, out: Path, cpu_t0: float) -> int:
     from llamafactory.data.loader import _get_preprocessed_dataset
 
     data_args = lf["data_args"]
     data_args.preprocessing_num_workers = None   # this process is the worker
     lo, hi = part_range(len(lf["rows"]), part, parts, _unit(data_args))
-    out.mkdir(parents=True, exist_ok=True)
-    if lo == hi:   # more parts than units of rows: nothing to do, and join skips it
-        (out / EMPTY).touch()
-        return 0
-    shard = _get_preprocessed_dataset(lf["rows"].select(range(lo, hi)), data_args, lf["training_args"], "sft",
-                                      lf["template"], lf["tokenizer"], lf["processor"])
-    shard.save_to_disk(str(out))
+    tmp = out.with_name(f".{out.name}.{socket.gethostname()}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if lo < hi:   # else more parts than units of rows: nothing to do, and join skips it
+        shard = _get_preprocessed_dataset(lf["rows"].select(range(lo, hi)), data_args, lf["training_args"], "sft",
+                                          lf["template"], lf["tokenizer"], lf["processor"])
+        shard.save_to_disk(str(tmp))
+    write_json_atomic(tmp / PART_INFO, {"rows": [lo, hi], "rows_in": hi - lo,
+                                        "cpu_s": round(time.process_time() - cpu_t0, 3)})
+    _publish(tmp, out)
     return hi - lo
 
 
+def _publish(tmp: Path, out: Path) -> None:
+    """Rename the finished part into place: a part killed before this (scancel, a time limit, a
+    lost node) leaves only its hidden temporary folder, which never counts as done."""
+    try:
+        os.rename(tmp, out)
+    except OSError:   # another attempt at the same part got there first: same rows, keep that one
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def tokenize_part(args: dict, shards_dir: Path, part: int, parts: int) -> int:
-    """One part, in this process (a machine of a multi-node job, or a SLURM array task): rows done."""
-    return _preprocess_part(_lf(args), part, parts, Path(shards_dir) / f"part-{part:05d}")
-
-
-def _forked_part(job: tuple[dict, int, int, str]) -> tuple[int, float]:
-    """(rows, CPU seconds of this process: every thread, setup included)."""
-    import time
-
-    args, part, parts, out = job
+    """One part, in this process (a machine of a multi-node job, or a SLURM array task): rows done.
+    Its CPU seconds (this process's, every thread, setup included) go into its part.json."""
     t0 = time.process_time()
-    rows = tokenize_part(args, Path(out).parent, part, parts)
-    return rows, time.process_time() - t0
+    return _preprocess_part(_lf(args), part, parts, part_dir(shards_dir, part, parts), t0)
 
 
-def tokenize(args: dict, out_dir: Path, parts: int) -> dict:
-    """All parts on this machine in `parts` processes, then joined into out_dir.
+def tokenize(args: dict, out_dir: Path, parts: int, run_parts=None) -> dict:
+    """The missing parts, then all of them joined into out_dir; parts left whole by an earlier
+    attempt of the same stage are kept (its folder survives a failure: the stage is resumable).
+
+    run_parts(args, shards_dir, todo, parts) computes the parts numbered in todo: by default in
+    processes on this machine (run_forked), or as a SLURM job array (train/pretokenize_slurm.py)."""
+    shards = shards_dir(out_dir)
+    todo = missing_parts(shards, parts)
+    if todo:
+        shards.mkdir(parents=True, exist_ok=True)
+        (run_parts or run_forked)(args, shards, todo, parts)
+    summary = join(shards, out_dir, parts)
+    shutil.rmtree(shards)
+    return {"parts": parts, "reused": parts - len(todo), **summary}
+
+
+def wait_for_parts(shards: Path, parts: int, timeout_s: float, nodes: int, log=print, poll_s: float = 2.0) -> None:
+    """Until every part is written by the node that owns it (part p: node p % nodes); bounded, so a
+    node that died does not keep the others' allocation: the error names the parts and nodes."""
+    deadline = time.time() + timeout_s
+    if missing := missing_parts(shards, parts):
+        log(f"waiting for parts {missing} from nodes {sorted({p % nodes for p in missing})}")
+    while missing := missing_parts(shards, parts):
+        if time.time() > deadline:
+            raise TimeoutError(f"tokenized parts {missing} of {parts} (nodes {sorted({p % nodes for p in missing})}) "
+                               f"did not appear under {shards} within {timeout_s:g} s; re-run every node with "
+                               "the same command: only the missing parts are redone")
+        time.sleep(poll_s)
+
+
+def run_forked(args: dict, shards: Path, todo: list[int], parts: int) -> None:
+    """The parts in todo, one process each on this machine.
 
     The processes come from a fork server that has imported LLaMA-Factory and loaded nothing:
     starting each one costs no imports (~10 s each otherwise), and none inherits thread pools a
     tokenizer or image processor left running in this process (a process forked after that can
     hang in them: seen here). The server starts once per calling process."""
-    shards = Path(out_dir).with_name(Path(out_dir).name + ".parts")
-    shutil.rmtree(shards, ignore_errors=True)
-    shards.mkdir(parents=True)
-    jobs = [(args, p, parts, str(shards / f"part-{p:05d}")) for p in range(parts)]
-    with fork_server().Pool(parts) as pool:
-        done = pool.map(_forked_part, jobs)
-    rows = join(shards, out_dir, parts)
-    shutil.rmtree(shards)
-    return {"parts": parts, "rows_in": sum(n for n, _ in done), "rows_out": rows,
-            "cpu_s": round(sum(c for _, c in done), 3)}
+    with fork_server().Pool(len(todo)) as pool:
+        pool.starmap(tokenize_part, [(args, shards, p, parts) for p in todo])
 
 
 def fork_server():
@@ -131,14 +183,22 @@ def fork_server():
     return ctx
 
 
-def join(shards_dir: Path, out_dir: Path, parts: int) -> int:
-    """Concatenate the parts in order and save as get_dataset saves; returns the rows written."""
+def join(shards_dir: Path, out_dir: Path, parts: int) -> dict:
+    """Concatenate the parts in order and save as get_dataset saves: rows in and out, CPU seconds.
+    Saved aside and renamed over out_dir, so a join killed midway leaves no half dataset there."""
     from datasets import DatasetDict, concatenate_datasets, load_from_disk
 
-    dirs = [Path(shards_dir) / f"part-{p:05d}" for p in range(parts)]
-    missing = [p for p, d in enumerate(dirs) if not (d / "dataset_info.json").exists() and not (d / EMPTY).exists()]
+    missing = missing_parts(shards_dir, parts)
     if missing:
         raise FileNotFoundError(f"tokenized parts {missing} of {parts} are missing under {shards_dir}")
-    train = concatenate_datasets([load_from_disk(str(d)) for d in dirs if not (d / EMPTY).exists()])
-    DatasetDict({"train": train}).save_to_disk(str(out_dir))
-    return len(train)
+    dirs = [part_dir(shards_dir, p, parts) for p in range(parts)]
+    info = [json.loads((d / PART_INFO).read_text()) for d in dirs]
+    train = concatenate_datasets([load_from_disk(str(d)) for d, i in zip(dirs, info) if i["rows_in"]])
+    out_dir = Path(out_dir)
+    tmp = out_dir.with_name(f".{out_dir.name}.{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    DatasetDict({"train": train}).save_to_disk(str(tmp))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.rename(tmp, out_dir)
+    return {"rows_in": sum(i["rows_in"] for i in info), "rows_out": len(train),
+            "cpu_s": round(sum(i["cpu_s"] for i in info), 3)}

@@ -78,7 +78,7 @@ def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
         if int(common.get("pretokenize") or 0) > 0:   # tokenized before any GPU job (train/tokenize_stage.py)
             inputs["tokenized"] = f"tokenize.{name}"
         out.append({"name": f"train.{name}", "config": config, "settings": settings, "resumable": True,
-                    "inputs": inputs,
+                    "inputs": inputs, "every_node": True,   # every node runs its torchrun ranks
                     "summary": f"{cfg[spec['data']]['label']}, trains {spec['trainable']}, "
                                f"lr {spec['learning_rate']:g}, global batch {spec['global_batch_size']}"})
         prev = f"train.{name}"
