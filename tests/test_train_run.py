@@ -82,7 +82,7 @@ def job(tmp_path, results_dir, monkeypatch):
     (data / "dataset_info.json").write_text(json.dumps({"embedded_llava": {"file_name": str(data)}}))
     script = tmp_path / "fake_lf.py"
     script.write_text(FAKE_LF)
-    monkeypatch.setattr(stage, "train_command", lambda yaml_path: [sys.executable, str(script), str(yaml_path)])
+    monkeypatch.setattr(stage, "train_command", lambda yaml_path, **_: [sys.executable, str(script), str(yaml_path)])
     return StageRun(name=spec.name, out_dir=out, inputs={"model": model, "data": data}, config=spec.config,
                     log=Logged(tmp_path / "train.log"), settings=spec.settings,
                     input_fingerprints={"model": "model-fp", "data": "data-fp"}, cache_dir=store / "cache" / "train")
