@@ -76,4 +76,4 @@ def test_the_embedded_fingerprints_are_pinned(results_dir):
     VERSION bump, a new deciding key), and say so in the change."""
     fps = fingerprints()
     assert {k: v[:16] for k, v in fps.items() if k in ("world", "init_vlm", "train.alignment")} == {
-        "world": "3e5512bab63d158e", "init_vlm": "4ae49a923ec362ad", "train.alignment": "0ad87f8a5e879e19"}
+        "world": "06d12bcebb9ca114", "init_vlm": "66282db26cfe657c", "train.alignment": "789e8e9e671f2f7c"}
