@@ -76,4 +76,4 @@ def test_the_embedded_fingerprints_are_pinned(results_dir):
     VERSION bump, a new deciding key), and say so in the change."""
     fps = fingerprints()
     assert {k: v[:16] for k, v in fps.items() if k in ("world", "init_vlm", "train.alignment")} == {
-        "world": "06d12bcebb9ca114", "init_vlm": "66282db26cfe657c", "train.alignment": "789e8e9e671f2f7c"}
+        "world": "7cc6954bff5ca01a", "init_vlm": "3e2bf8e7fb1a1d22", "train.alignment": "1291e86e94efcea9"}
