@@ -34,9 +34,11 @@ def test_embedded_run_completes_and_writes_a_table(shared_results):
     assert (rd / "config.yaml").exists() and all((rd / "logs" / f"{s}.log").exists() for s in CHAIN)
     records = [json.loads(x) for x in (stage_dir(rd, "evaluate") / "results.jsonl").read_text().splitlines()]
     assert [r["benchmark"] for r in records] == ["SynthVQA"]
-    # 381 of 1024 answers right: the fixed seeds make the tiny model's training and greedy answers
-    # reproducible on CPU, so a change that breaks learning or evaluation moves this number.
-    assert (records[0]["status"], records[0]["value"], records[0]["n"]) == ("ok", 37.207, 1024)
+    # 376 of 1024 answers right: the fixed seeds make the tiny model's training and greedy answers
+    # reproducible on CPU, so a change that breaks learning or evaluation moves this number. This is
+    # the default two threads per process of a 2-core machine; one thread gives 381
+    # (tests/test_embedded_effect.py): how products are split over threads moves a few answers.
+    assert (records[0]["status"], records[0]["value"], records[0]["n"]) == ("ok", 36.7188, 1024)
     table = (stage_dir(rd, "report") / "table.md").read_text()
     assert "SynthVQA" in table and "Synthetic-Dense" in table
     assert "SynthVQA" in proc.stdout  # the table is printed at the end
