@@ -183,4 +183,7 @@ def test_a_recaptioned_source_feeds_data_prep_through_the_harness(shared_results
     summary = json.loads((stage_dir(run_dir, "recaption") / "summary.json").read_text())
     assert (summary["images"], summary["captioned"], summary["failed"]) == (1600, 1600, 0)
     manifest = json.loads((stage_dir(run_dir, "data_prep.captions") / "manifest.json").read_text())
-    assert (manifest["rows_read"], manifest["rows_kept"]) == (1600, 1600)
+    # the tiny captioner's language part is random: now and then it stops at once, and data_prep
+    # rejects the empty caption like any other (25 of 1600 here)
+    assert manifest["rows_read"] == 1600 and manifest["rows_kept"] > 1500
+    assert manifest["rows_kept"] + manifest["rejected"].get("caption_empty", 0) == 1600
