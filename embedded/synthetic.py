@@ -1,9 +1,20 @@
 """The embedded world's data: procedurally drawn scenes with caption sources in the public formats.
 
-Each scene is 1-3 coloured shapes (circle / square / triangle) on a plain background, so every
-caption and every benchmark answer can be checked against the scene that produced it. Images
-are 56-112 px per side (multiples of 28: a handful of visual tokens at 28-px patches with the
-2x2 merge), which keeps the whole pipeline on CPU.
+Each scene is 1-3 coloured shapes (circle / square / triangle) of two sizes on a plain
+background, one per column of a 3x3 grid, so every caption and every benchmark answer can be
+checked against the scene that produced it. Images are 84 x 84 px: one merged visual token
+(28 px, 14-px patches with the 2x2 merge) per grid cell, 9 tokens an image, which keeps the whole
+pipeline on CPU and lets a tiny model tell where a shape is.
+
+The world is built so that what the caption source under test says is what decides the
+benchmark (the paper's effect, with statistical force):
+- the dense captions (CapRL-style) state every attribute the benchmark asks about: the count,
+  the background, and each shape's colour, size, column and row, also in the question's own
+  direction ("the circle is red");
+- the sparse captions (ShareGPT4V-web style) name at most one shape, never a colour or place;
+- the SFT rows teach the question forms on only `n_sft` of the training images, so a model that
+  skipped further pretraining (vanilla) has seen few images bound to those words;
+- the LLaVA-style alignment one-liners name one shape and its colour, as BLIP captions do.
 
     build_synthetic_data(out_dir, n_train=48, n_bench=16, seed=0) writes
 
@@ -15,6 +26,8 @@ are 56-112 px per side (multiples of 28: a handful of visual tokens at 28-px pat
     out_dir/sources/open_llava_next.json    Open-LLaVA-NeXT-mix style multi-turn Q/A + text-only rows
     out_dir/bench/vqa.jsonl                 {"id", "image" (absolute), "question", "answer", "choices"}
     out_dir/texts.txt                       every caption, prompt, question and answer (tokenizer corpus)
+    out_dir/language.jsonl                  text-only chats about imagined scenes: what the tiny LLM
+                                            source is pretrained on (embedded/lm_pretrain.py)
 
 Image paths in sources/ are relative to out_dir/images, as in the public releases. Output is a
 pure function of the seed (and of out_dir for the absolute paths in bench/vqa.jsonl).
@@ -28,7 +41,7 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-SIDES = (56, 84, 112)
+SIDE = 84   # 3 x 28 px: one merged visual token per grid cell
 SHAPES = ("circle", "square", "triangle")
 COLOURS = {
     "red": (220, 40, 40),
@@ -42,6 +55,7 @@ BACKGROUNDS = {"white": (250, 250, 250), "black": (15, 15, 15), "gray": (128, 12
 COLUMNS = ("left", "center", "right")
 ROWS = ("top", "middle", "bottom")
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three"}
+SIZES = ("small", "large")
 
 # Prompts as they appear in the public releases (several variants each).
 SHAREGPT4V_PROMPTS = (
@@ -59,8 +73,13 @@ LLAVA_PROMPTS = (
 ONE_WORD = "Answer with one word."
 
 
-def build_synthetic_data(out_dir: Path, *, n_train: int = 48, n_bench: int = 16, seed: int = 0) -> dict:
-    """Write the world's images, caption sources and VQA benchmark; return their paths."""
+def build_synthetic_data(out_dir: Path, *, n_train: int = 48, n_bench: int = 16, seed: int = 0,
+                         n_sft: int | None = None, sft_rounds: int = 1, bench_questions: int = 2,
+                         n_language: int = 0) -> dict:
+    """Write the world's images, caption sources and VQA benchmark; return their paths.
+
+    n_sft: training images the SFT rows ask about (default: all), in `sft_rounds` passes; bench_questions: questions per
+    benchmark image; n_language: imagined scenes in the LLM source's pretraining chats."""
     out_dir = Path(out_dir).resolve()
     rng = random.Random(seed)
     train = [_draw_scene(rng) for _ in range(n_train)]
@@ -74,10 +93,11 @@ def build_synthetic_data(out_dir: Path, *, n_train: int = 48, n_bench: int = 16,
               for i, (rel, s) in enumerate(zip(train_rel, train))]
     llava = [_conversation(f"{i:09d}", rel, _llava_prompt(rng), blip_caption(s, rng))
              for i, (rel, s) in enumerate(zip(train_rel, train))]
-    sft = _sft_rows(train_rel, train, rng)
+    n_sft = n_train if n_sft is None else min(n_sft, n_train)
+    sft = _sft_rows(train_rel[:n_sft], train[:n_sft], rng, sft_rounds)
     vqa = []
     for i, (rel, s) in enumerate(zip(bench_rel, bench)):
-        for k, (q, a, choices) in enumerate(rng.sample(questions(s), 2)):
+        for k, (q, a, choices) in enumerate(_bench_questions(s, bench_questions, rng)):
             vqa.append({"id": f"bench_{i + 1:04d}_{k}", "image": str(out_dir / "images" / rel),
                         "question": q, "answer": a, "choices": list(choices)})
 
@@ -89,29 +109,33 @@ def build_synthetic_data(out_dir: Path, *, n_train: int = 48, n_bench: int = 16,
         "open_llava_next": out_dir / "sources" / "open_llava_next.json",
         "bench_vqa": out_dir / "bench" / "vqa.jsonl",
         "texts": out_dir / "texts.txt",
+        "language": out_dir / "language.jsonl",
     }
     _write_jsonl(paths["caprl_dense"], dense)
     _write_json(paths["sharegpt4v_sparse"], sparse)
     _write_json(paths["llava_558k"], llava)
     _write_json(paths["open_llava_next"], sft)
     _write_jsonl(paths["bench_vqa"], vqa)
-    paths["texts"].write_text("\n".join(_corpus(dense, sparse, llava, sft, vqa)) + "\n")
+    language = language_chats(n_language, rng)
+    _write_jsonl(paths["language"], language)
+    paths["texts"].write_text("\n".join(_corpus(dense, sparse, llava, sft, vqa, language)) + "\n")
     return paths
 
 
 # ---------------------------------------------------------------- scenes
 
-def _draw_scene(rng: random.Random) -> dict:
-    width, height = rng.choice(SIDES), rng.choice(SIDES)
+def _draw_scene(rng: random.Random, render: bool = True) -> dict:
+    width = height = SIDE
     n = rng.randint(1, 3)
     shapes = rng.sample(SHAPES, n)            # distinct shapes: "the circle" is unambiguous
     colours = rng.sample(sorted(COLOURS), n)  # distinct colours: "the red object" too
     columns = sorted(rng.sample(range(3), n))
     objects = [{"shape": sh, "colour": c, "column": COLUMNS[col], "row": rng.choice(ROWS),
-                "size": rng.choice(("small", "large"))}
+                "size": rng.choice(SIZES)}
                for sh, c, col in zip(shapes, colours, columns)]
     scene = {"width": width, "height": height, "background": rng.choice(sorted(BACKGROUNDS)), "objects": objects}
-    scene["image"] = _render(scene)
+    if render:
+        scene["image"] = _render(scene)
     return scene
 
 
@@ -146,14 +170,18 @@ def _save_images(root: Path, split: str, scenes: list[dict]) -> list[str]:
 
 # ---------------------------------------------------------------- captions
 
+_COLUMN_PHRASE = {"left": "on the left", "center": "in the center", "right": "on the right"}
+
+
 def _where(obj: dict) -> str:
-    column = {"left": "on the left", "center": "in the center", "right": "on the right"}[obj["column"]]
+    column = _COLUMN_PHRASE[obj["column"]]
     row = {"top": "near the top", "middle": "halfway down", "bottom": "near the bottom"}[obj["row"]]
     return f"{column}, {row}"
 
 
 def dense_caption(scene: dict, rng: random.Random) -> str:
-    """Every object with colour, size, shape and position, the background and the image size."""
+    """Every attribute the benchmark asks about: the count, the background, and each shape's size,
+    colour, column and row, then each fact again in the direction a question asks it."""
     objs = scene["objects"]
     n = len(objs)
     count = f"{NUMBER_WORDS[n]} shape" + ("s" if n > 1 else "")
@@ -165,10 +193,12 @@ def dense_caption(scene: dict, rng: random.Random) -> str:
     parts = [opening]
     for obj in objs:
         parts.append(f"{_where(obj).capitalize()} there is a {obj['size']} {obj['colour']} {obj['shape']}.")
-    if n > 1:
-        order = ", ".join(f"{o['colour']} {o['shape']}" for o in objs)
-        parts.append(f"From left to right: {order}.")
-    parts.append(f"The picture is {scene['width']} pixels wide and {scene['height']} pixels tall.")
+    for obj in objs:
+        # what a question about this shape asks, stated as a fact: colour from shape, shape from
+        # colour, place and size from both
+        parts.append(f"The {obj['shape']} is {obj['colour']}; the {obj['colour']} object is a {obj['shape']}; "
+                     f"the {obj['colour']} {obj['shape']} is {obj['size']}, {_COLUMN_PHRASE[obj['column']]}, "
+                     f"near the {obj['row']}.")
     return " ".join(parts)
 
 
@@ -213,7 +243,15 @@ def questions(scene: dict) -> list[tuple[str, str, tuple[str, ...]]]:
         out.append((f"What shape is the {o['colour']} object? {ONE_WORD}", o["shape"], SHAPES))
         out.append((f"Is the {o['colour']} {o['shape']} on the left, in the center, or on the right? {ONE_WORD}",
                     o["column"], COLUMNS))
+        out.append((f"Is the {o['colour']} {o['shape']} near the top, the middle or the bottom? {ONE_WORD}",
+                    o["row"], ROWS))
+        out.append((f"Is the {o['colour']} {o['shape']} small or large? {ONE_WORD}", o["size"], SIZES))
     return out
+
+
+def _bench_questions(scene: dict, k: int, rng: random.Random) -> list[tuple[str, str, tuple[str, ...]]]:
+    qs = questions(scene)
+    return rng.sample(qs, min(k, len(qs)))
 
 
 TEXT_ONLY_QA = (
@@ -228,15 +266,19 @@ TEXT_ONLY_QA = (
 )
 
 
-def _sft_rows(rels: list[str], scenes: list[dict], rng: random.Random) -> list[dict]:
+def _sft_rows(rels: list[str], scenes: list[dict], rng: random.Random, rounds: int = 1) -> list[dict]:
+    """Every question form on few images: each image's questions, shuffled, three turns a row;
+    `rounds` such passes, each in a new order."""
     rows = []
-    for i, (rel, s) in enumerate(zip(rels, scenes)):
-        turns = rng.sample(questions(s), min(3, len(questions(s))))
-        conv = []
-        for k, (q, a, _) in enumerate(turns):
-            conv.append({"from": "human", "value": f"<image>\n{q}" if k == 0 else q})
-            conv.append({"from": "gpt", "value": a})
-        rows.append({"id": f"sft_{i + 1:06d}", "image": rel, "conversations": conv})
+    for r in range(rounds):
+        for i, (rel, s) in enumerate(zip(rels, scenes)):
+            qs = rng.sample(questions(s), len(questions(s)))
+            for part, start in enumerate(range(0, len(qs), 3)):
+                conv = []
+                for k, (q, a, _) in enumerate(qs[start:start + 3]):
+                    conv.append({"from": "human", "value": f"<image>\n{q}" if k == 0 else q})
+                    conv.append({"from": "gpt", "value": a})
+                rows.append({"id": f"sft_{r}_{i + 1:06d}_{part}", "image": rel, "conversations": conv})
     # Text-only rows, as in Open-LLaVA-NeXT-mix: no "image" key at all.
     for j in range(max(1, len(scenes) // 4)):
         q, a = TEXT_ONLY_QA[j % len(TEXT_ONLY_QA)]
@@ -245,10 +287,31 @@ def _sft_rows(rels: list[str], scenes: list[dict], rng: random.Random) -> list[d
     return rows
 
 
+def language_chats(n: int, rng: random.Random) -> list[dict]:
+    """What the tiny LLM source knows before it sees an image, as a real instruct LLM knows how
+    people talk about pictures: text-only chats about imagined scenes (never drawn, so nothing
+    here is about a training or benchmark image): describing one in each caption style, and
+    answering questions about a scene described in the prompt."""
+    chats = []
+    for _ in range(n):
+        scene = _draw_scene(rng, render=False)
+        if rng.random() < 0.3:
+            style = rng.choice((dense_caption, sparse_caption, blip_caption))
+            chats.append([rng.choice(SHAREGPT4V_PROMPTS + LLAVA_PROMPTS), style(scene, rng)])
+        else:
+            turns = rng.sample(questions(scene), 3)
+            chats.append([f"{dense_caption(scene, rng)}\n{turns[0][0]}", turns[0][1]]
+                         + [x for q, a, _ in turns[1:] for x in (q, a)])
+    chats += [[q, a] for q, a in TEXT_ONLY_QA]
+    return [{"messages": [{"role": ("user", "assistant")[k % 2], "content": t} for k, t in enumerate(c)]}
+            for c in chats]
+
+
 # ---------------------------------------------------------------- files
 
-def _corpus(dense, sparse, llava, sft, vqa) -> list[str]:
+def _corpus(dense, sparse, llava, sft, vqa, language) -> list[str]:
     lines = [r["caption"] for r in dense]
+    lines += [m["content"] for r in language for m in r["messages"]]
     for rows in (sparse, llava, sft):
         for r in rows:
             lines += [t["value"].replace("<image>", "").strip() for t in r["conversations"]]
@@ -256,7 +319,10 @@ def _corpus(dense, sparse, llava, sft, vqa) -> list[str]:
         lines += [r["question"], r["answer"]]
     # Every possible answer as a line of its own, so the tokenizer learns it as a word at the
     # start of a reply (where the model's answer begins).
-    lines += list(COLOURS) + list(BACKGROUNDS) + list(SHAPES) + list(COLUMNS) + ["1", "2", "3", "4"]
+    lines += list(COLOURS) + list(BACKGROUNDS) + list(SHAPES) + list(COLUMNS) + list(ROWS) + list(SIZES)
+    lines += ["1", "2", "3", "4"]
+    # The chat template's own words, so that, as in Qwen's vocabulary, they are tokens, not letters.
+    lines += ["system", "user", "assistant", "You are a helpful assistant."] * 50
     return lines
 
 

@@ -26,15 +26,27 @@ def build_world(out_dir: Path, cfg: Mapping, log=print) -> dict:
     from embedded.tiny_models import build_tiny_llm_source, build_tiny_vit_source
     from embedded.tokenizer import train_tokenizer
 
-    data = build_synthetic_data(out_dir, n_train=cfg["n_train"], n_bench=cfg["n_bench"], seed=cfg["seed"])
+    data = build_synthetic_data(out_dir, n_train=cfg["n_train"], n_bench=cfg["n_bench"], seed=cfg["seed"],
+                                n_sft=cfg.get("n_sft"), sft_rounds=cfg.get("sft_rounds", 1), bench_questions=cfg.get("bench_questions", 2),
+                                n_language=cfg.get("llm_pretrain_chats", 0))
     log(f"synthetic data: {cfg['n_train']} training and {cfg['n_bench']} benchmark images")
     build_prism_set(out_dir, Path(data["bench_vqa"]))
     texts = Path(data["texts"]).read_text().splitlines()
     tok = train_tokenizer(texts, out_dir / "tokenizer", vocab_size=cfg["vocab_size"])
     log(f"tokenizer trained on {len(texts)} lines (vocab {cfg['vocab_size']})")
     build_tiny_vit_source(out_dir / "vit_source", tok, text_hidden=cfg["vit_text_hidden"], seed=cfg["seed"])
+    if cfg.get("vit_pretrain_steps"):
+        from embedded.vit_pretrain import pretrain_vit_source
+
+        pretrain_vit_source(out_dir / "vit_source", images=cfg["vit_pretrain_images"], steps=cfg["vit_pretrain_steps"],
+                            seed=cfg["seed"] + 2, log=log)
     build_tiny_llm_source(out_dir / "llm_source", tok, hidden=cfg["llm_hidden"], layers=cfg["llm_layers"],
                           seed=cfg["seed"] + 1)
+    if cfg.get("llm_pretrain_steps"):
+        from embedded.lm_pretrain import pretrain_llm_source
+
+        pretrain_llm_source(out_dir / "llm_source", Path(data["language"]), steps=cfg["llm_pretrain_steps"],
+                            seed=cfg["seed"] + 1, log=log)
     log("tiny ViT source and LLM source written")
     if cfg.get("table1_benchmarks"):
         from embedded.benchmarks import build_table1_benchmarks

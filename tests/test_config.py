@@ -97,7 +97,7 @@ def test_every_group_option_validates_under_every_experiment(experiment, group, 
         with pytest.raises(BadOverride, match=r"eval.model=vllm needs eval.device=cuda"):
             validate_overrides(overrides)
     elif experiment == "embedded" and group == "launcher" and option != "local":
-        with pytest.raises(BadOverride, match=r"train.stages.alignment.global_batch_size=4 is not a multiple"):
+        with pytest.raises(BadOverride, match=r"train.stages.alignment.global_batch_size=32 is not a multiple"):
             validate_overrides(overrides)
     else:
         validate_overrides(overrides)

@@ -165,4 +165,4 @@ def test_plan_of_a_run_in_progress_shows_the_measured_rate_and_eta(results_dir):
          "remaining_time": "0:01:15"}) + "\n")
     plan = render_plan(cfg)
     block = plan.split(". train.alignment [")[1].split("\n\n")[0]
-    assert "in progress: step 50/200, 8.0 samples/s measured, ETA 0:01:15" in block
+    assert "in progress: step 50/200, 64.0 samples/s measured, ETA 0:01:15" in block

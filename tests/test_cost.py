@@ -118,7 +118,7 @@ def test_stage_and_total_lines():
 
 
 def test_plan_prints_each_stage_and_the_total_from_the_manifests(results_dir):
-    cfg = to_plain(compose_config([]))   # embedded: 200 steps x global batch 4
+    cfg = to_plain(compose_config([]))   # embedded: 3 epochs of each stage's rows
     chain = build_chain(cfg)
     fps = chain_fingerprints(chain)
     store = Store(results_dir / "store")
@@ -128,7 +128,7 @@ def test_plan_prints_each_stage_and_the_total_from_the_manifests(results_dir):
     plan = render_plan(cfg)
     lines = [line.strip() for line in plan.splitlines() if line.strip().startswith("cost:")]
     assert len(lines) == 3 and all(line.startswith(
-        "cost: 80,000 tokens (800 samples = 200 steps x global batch 4; 100.0 tokens per sample from data_prep)")
+        "cost: 3,000 tokens (30 samples = 10 rows x 3 epoch(s); 100.0 tokens per sample from data_prep)")
         for line in lines)
-    assert plan.splitlines()[-1].startswith("total training cost (3 stage(s)): 240,000 tokens -> ")
+    assert plan.splitlines()[-1].startswith("total training cost (3 stage(s)): 9,000 tokens -> ")
     assert "H100 GPU-hours at 35% MFU" in plan.splitlines()[-1]

@@ -34,9 +34,11 @@ def test_embedded_run_completes_and_writes_a_table(shared_results):
     assert (rd / "config.yaml").exists() and all((rd / "logs" / f"{s}.log").exists() for s in CHAIN)
     records = [json.loads(x) for x in (stage_dir(rd, "evaluate") / "results.jsonl").read_text().splitlines()]
     assert [r["benchmark"] for r in records] == ["SynthVQA"]
-    # 5 of 32 answers right: the fixed seeds make the tiny model's training and greedy answers
-    # reproducible on CPU, so a change that breaks learning or evaluation moves this number.
-    assert (records[0]["status"], records[0]["value"], records[0]["n"]) == ("ok", 15.625, 32)
+    # 376 of 1024 answers right: the fixed seeds make the tiny model's training and greedy answers
+    # reproducible on CPU, so a change that breaks learning or evaluation moves this number. This is
+    # the default two threads per process of a 2-core machine; one thread gives 381
+    # (tests/test_embedded_effect.py): how products are split over threads moves a few answers.
+    assert (records[0]["status"], records[0]["value"], records[0]["n"]) == ("ok", 36.7188, 1024)
     table = (stage_dir(rd, "report") / "table.md").read_text()
     assert "SynthVQA" in table and "Synthetic-Dense" in table
     assert "SynthVQA" in proc.stdout  # the table is printed at the end
@@ -98,7 +100,7 @@ def test_sigkill_in_a_stage_then_rerun_redoes_only_that_stage_onwards(shared_res
 def test_verbose_streams_the_stage_messages_that_the_console_leaves_in_the_logs(tmp_path):
     quiet = run_harness(tmp_path / "quiet", "run", "until=world")
     loud = run_harness(tmp_path / "loud", "run", "-v", "until=world")
-    assert "[world] synthetic data: 48 training and 16 benchmark images" in loud.stdout
+    assert "[world] synthetic data: 1600 training and 256 benchmark images" in loud.stdout
     assert "[world] synthetic data" not in quiet.stdout
     log = tmp_path / "quiet" / "runs" / "embedded" / "tiny-synthetic_dense" / "logs" / "world.log"
-    assert "[world] synthetic data: 48 training and 16 benchmark images" in log.read_text()
+    assert "[world] synthetic data: 1600 training and 256 benchmark images" in log.read_text()

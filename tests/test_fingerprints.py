@@ -76,4 +76,4 @@ def test_the_embedded_fingerprints_are_pinned(results_dir):
     VERSION bump, a new deciding key), and say so in the change."""
     fps = fingerprints()
     assert {k: v[:16] for k, v in fps.items() if k in ("world", "init_vlm", "train.alignment")} == {
-        "world": "3e5512bab63d158e", "init_vlm": "4ae49a923ec362ad", "train.alignment": "af164be596633b9e"}
+        "world": "7cc6954bff5ca01a", "init_vlm": "3e2bf8e7fb1a1d22", "train.alignment": "5c2ff56affb131e8"}

@@ -173,7 +173,7 @@ def test_one_command_scores_the_embedded_captioner_with_prism(shared_results):
 
 def test_a_recaptioned_source_feeds_data_prep_through_the_harness(shared_results):
     """`python -m harness run captions=recaptioned_synthetic` up to the prepared captions: the
-    harness serves the tiny captioner, re-captions the 48 training images that data_prep kept,
+    harness serves the tiny captioner, re-captions the 1600 training images that data_prep kept,
     and data_prep reads the result like any caption source."""
     from tests.conftest import read_status, run_harness, stage_dir
 
@@ -181,6 +181,9 @@ def test_a_recaptioned_source_feeds_data_prep_through_the_harness(shared_results
     run_dir = shared_results / "runs" / "embedded" / "tiny-recaptioned_synthetic"
     assert read_status(run_dir)["stages"]["recaption"]["state"] == "done"
     summary = json.loads((stage_dir(run_dir, "recaption") / "summary.json").read_text())
-    assert (summary["images"], summary["captioned"], summary["failed"]) == (48, 48, 0)
+    assert (summary["images"], summary["captioned"], summary["failed"]) == (1600, 1600, 0)
     manifest = json.loads((stage_dir(run_dir, "data_prep.captions") / "manifest.json").read_text())
-    assert (manifest["rows_read"], manifest["rows_kept"]) == (48, 48)
+    # the tiny captioner's language part is random: now and then it stops at once, and data_prep
+    # rejects the empty caption like any other (25 of 1600 here)
+    assert manifest["rows_read"] == 1600 and manifest["rows_kept"] > 1500
+    assert manifest["rows_kept"] + manifest["rejected"].get("caption_empty", 0) == 1600

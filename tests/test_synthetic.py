@@ -7,7 +7,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from embedded.synthetic import BACKGROUNDS, COLOURS, SHAPES, build_synthetic_data
+import random
+from collections import Counter
+
+from embedded.synthetic import (BACKGROUNDS, COLOURS, NUMBER_WORDS, SHAPES, _draw_scene, build_synthetic_data,
+                                dense_caption, questions, sparse_caption)
 
 N_TRAIN, N_BENCH = 12, 5
 
@@ -50,13 +54,13 @@ def test_public_formats_and_images(tmp_path):
         assert human["from"] == "human" and human["value"].count("<image>") == 1
         assert gpt["from"] == "gpt" and gpt["value"]
     for rel in {r["image"] for r in dense}:
-        w, h = Image.open(images / rel).size
-        assert 56 <= w <= 112 and 56 <= h <= 112 and w % 28 == 0 and h % 28 == 0
+        assert Image.open(images / rel).size == (84, 84)   # one 28-px visual token per grid cell
 
     with_image = [r for r in sft if "image" in r]
     text_only = [r for r in sft if "image" not in r]
-    assert len(with_image) == N_TRAIN and text_only
-    assert all(len(r["conversations"]) >= 4 for r in with_image)   # multi-turn
+    assert {r["image"] for r in with_image} == {r["image"] for r in dense} and text_only
+    assert all(len(r["conversations"]) >= 2 for r in with_image)
+    assert sum(len(r["conversations"]) >= 4 for r in with_image) > len(with_image) / 2   # mostly multi-turn
     assert all("<image>" not in t["value"] for r in text_only for t in r["conversations"])
     assert all(sum(t["value"].count("<image>") for t in r["conversations"]) == 1 for r in with_image)
 
@@ -89,3 +93,36 @@ def test_benchmark_rows_are_closed_form_and_answerable(tmp_path):
         assert Path(r["image"]).is_absolute() and Path(r["image"]).is_file()
         assert "/bench/" in r["image"] and not any(r["image"].endswith(t) for t in train_images)
         assert r["answer"] in r["choices"] and len(r["answer"].split()) == 1
+
+
+def test_sft_asks_about_few_images_in_several_rounds(tmp_path):
+    p = build_synthetic_data(tmp_path, n_train=N_TRAIN, n_bench=N_BENCH, seed=0, n_sft=3, sft_rounds=2)
+    sft = [r for r in json.loads(Path(p["open_llava_next"]).read_text()) if "image" in r]
+    assert {r["image"] for r in sft} == {"train/0001.png", "train/0002.png", "train/0003.png"}
+    # each round asks every question of every SFT image once
+    asked = Counter((r["image"], t["value"].replace("<image>\n", "")) for r in sft for t in r["conversations"]
+                    if t["from"] == "human")
+    assert set(asked.values()) == {2}
+
+
+def test_a_dense_caption_states_every_answer_a_sparse_one_none():
+    """The world's design: what the benchmark asks is what a dense caption says."""
+    rng = random.Random(5)
+    for _ in range(200):
+        scene = _draw_scene(rng, render=False)
+        dense, sparse = dense_caption(scene, rng).lower(), sparse_caption(scene, rng).lower()
+        for question, answer, _ in questions(scene):
+            word = NUMBER_WORDS[int(answer)] if answer.isdigit() else answer
+            assert word in dense, (question, answer, dense)
+            if answer not in SHAPES:   # a sparse caption may name one shape, nothing else
+                assert answer not in sparse.replace("shapes", ""), (question, answer, sparse)
+
+
+def test_the_language_chats_are_text_only_and_about_no_drawn_image(tmp_path):
+    p = build_synthetic_data(tmp_path, n_train=N_TRAIN, n_bench=N_BENCH, seed=0, n_language=40)
+    chats = [json.loads(line)["messages"] for line in Path(p["language"]).read_text().splitlines()]
+    assert len(chats) == 40 + 8   # the imagined scenes and the text-only Q/A
+    for messages in chats:
+        assert [m["role"] for m in messages] == ["user", "assistant"] * (len(messages) // 2)
+        assert not any("<image>" in m["content"] for m in messages)
+    assert not any(p.name.startswith("lang") for p in Path(p["images"]).rglob("*"))

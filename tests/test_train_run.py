@@ -138,7 +138,7 @@ def test_a_follower_node_leaves_the_shared_folders_to_node_0(job, monkeypatch):
     """Node 0 may be writing the cache and checkpoints that look incomplete to a follower."""
     job.settings = {**job.settings, "launcher": {**job.settings["launcher"], "nnodes": 2, "node_rank": 1}}
     job.config = {**job.config, "world_size": {"nnodes": 2, "nproc_per_node": 1}}
-    job.config["stage"] = {**job.config["stage"], "global_batch_size": 4}
+    job.config["stage"] = {**job.config["stage"], "global_batch_size": 8}
     cache = cache_dir(job)
     cache.mkdir(parents=True)
     (cache / "data-00000-of-00001.arrow").write_text("node 0 is writing this")
