@@ -16,9 +16,11 @@ import pytest
 from tests.conftest import read_status, run_harness
 from tests.test_multinode import nodes, start_both, two_nodes, wait_all  # noqa: F401  (nodes: a fixture)
 from tests.test_pretokenize_slurm import arrow_files
+from tests.test_train_packing import SMALL_WORLD
 
 pytestmark = pytest.mark.slow
-TOKENIZE = ["train.common.pretokenize=2", "until=tokenize.alignment"]
+# The small embedded world (48 captions): what is checked is where the parts run, not what they hold.
+TOKENIZE = ["train.common.pretokenize=2", "until=tokenize.alignment", *SMALL_WORLD]
 
 
 def test_two_nodes_tokenize_a_part_each_and_node_0_joins(shared_results, tmp_path, nodes):  # noqa: F811

@@ -27,7 +27,7 @@ from tests.test_multinode import wait_for
 from tests.test_pretokenize import lf_yaml
 from tests.test_slurm import final_states, sweep
 from tests.test_slurm import slurm  # noqa: F401  (the cluster fixture: starts it, or skips with the reason)
-from tests.test_train_packing import world  # noqa: F401  (the embedded world fixture)
+from tests.test_train_packing import SMALL_WORLD, world  # noqa: F401  (world: the small embedded world fixture)
 
 pytestmark = pytest.mark.slow
 PARTS = 3
@@ -114,15 +114,17 @@ def test_harness_tokenize_on_slurm_is_the_same_stage_as_local(world, slurm, shar
     """The stage through the harness: tokenize=slurm submits the array and joins; tokenize=local
     afterwards finds the same fingerprint done and skips it."""
     on_slurm = ["train.common.pretokenize=2", "until=tokenize.alignment", "tokenize=slurm",
-                "tokenize.cpus_per_task=1", "tokenize.mem_gb=2", "tokenize.timeout_min=20"]
-    proc = run_harness(shared_results, "run", "-v", *on_slurm, timeout=900)
+                "tokenize.cpus_per_task=1", "tokenize.mem_gb=2", "tokenize.timeout_min=20", *SMALL_WORLD]
+    # forced: another test of the session (tokenize=nodes) may have tokenized the same rows (one fingerprint)
+    proc = run_harness(shared_results, "run", "-v", *on_slurm, "force=[tokenize.alignment]", timeout=900)
     assert re.search(r"\[tokenize.alignment\] SLURM array \d+: parts \[0, 1\] of 2, ", proc.stdout), proc.stdout[-3000:]
     assert "tokenized 48 rows into 48 in 2 parts (slurm; 0 kept from an earlier attempt)" in proc.stdout
     store = shared_results / "store" / "tokenize"
     (done,) = [d for d in store.iterdir() if (d / ".done.json").exists()
                and json.loads((d / ".stage.json").read_text())["name"] == "tokenize.alignment"]
     assert (done / "dataset" / "dataset_dict.json").exists() and not (done / "dataset.parts").exists()
-    again = run_harness(shared_results, "run", "-v", "train.common.pretokenize=2", "until=tokenize.alignment")
+    again = run_harness(shared_results, "run", "-v", "train.common.pretokenize=2", "until=tokenize.alignment",
+                        *SMALL_WORLD)
     assert re.search(r"\[tokenize.alignment\] done already \(.*/tokenize/" + done.name + r"\), skipped", again.stdout)
 
 
@@ -138,7 +140,7 @@ def test_from_inside_a_slurm_job_the_array_asks_for_cpus_only(world, slurm, shar
     folder = shared_results / "sweeps" / "tokenize-in-job"
     proc = sweep(shared_results, "captions=synthetic_dense", "until=tokenize.further_pretrain",
                  "train.common.pretokenize=2", "tokenize=slurm", "tokenize.cpus_per_task=1", "tokenize.mem_gb=2",
-                 "tokenize.timeout_min=20", f"hydra.sweep.dir={folder}", "hydra.sweep.subdir=job")
+                 "tokenize.timeout_min=20", *SMALL_WORLD, f"hydra.sweep.dir={folder}", "hydra.sweep.subdir=job")
     code, out = proc.finish()
     assert code == 0, out[-4000:]
     log = (folder / "job" / "logs" / "tokenize.further_pretrain.log").read_text()
