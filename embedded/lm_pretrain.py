@@ -47,8 +47,7 @@ def pretrain_llm_source(model_dir: Path, chats_file: Path, *, steps: int, seed: 
         losses.append(loss.item())
     model.eval()
     model.save_pretrained(model_dir)
-    tenth = max(1, steps // 10)
-    curve = [sum(losses[i:i + tenth]) / len(losses[i:i + tenth]) for i in range(0, steps, tenth)]
+    curve = loss_curve(losses)
     log(f"LLM source pretrained on {len(rows)} text-only chats, {steps} steps: loss "
         + " ".join(f"{x:.2f}" for x in curve))
     return curve
@@ -65,3 +64,9 @@ def _batch(seqs: list[list[int]], pad_id: int):
         mask[i, :len(s)] = 1
     labels = ids.masked_fill(mask == 0, -100)
     return ids, labels, mask
+
+
+def loss_curve(losses: list[float]) -> list[float]:
+    """Mean loss over each tenth of the steps: what the world's log shows of a source's pretraining."""
+    tenth = max(1, len(losses) // 10)
+    return [sum(losses[i:i + tenth]) / len(losses[i:i + tenth]) for i in range(0, len(losses), tenth)]

@@ -20,6 +20,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from embedded.lm_pretrain import loss_curve
+
 
 def pretrain_vit_source(model_dir: Path, *, images: int, steps: int, seed: int, batch_size: int = 32,
                         learning_rate: float = 3e-3, log=print) -> list[float]:
@@ -67,8 +69,7 @@ def pretrain_vit_source(model_dir: Path, *, images: int, steps: int, seed: int, 
         losses.append(loss.item())
     visual.eval()
     model.save_pretrained(model_dir)
-    tenth = max(1, steps // 10)
-    curve = [sum(losses[i:i + tenth]) / len(losses[i:i + tenth]) for i in range(0, steps, tenth)]
+    curve = loss_curve(losses)
     log(f"ViT source pretrained on {images} images of its own, {steps} steps: loss "
         + " ".join(f"{x:.2f}" for x in curve))
     return curve
