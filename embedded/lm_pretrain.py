@@ -17,6 +17,8 @@ import json
 import random
 from pathlib import Path
 
+from embedded.pretrain_loop import pretrain
+
 
 def pretrain_llm_source(model_dir: Path, chats_file: Path, *, steps: int, seed: int, batch_size: int = 16,
                         learning_rate: float = 5e-3, log=print) -> list[float]:
@@ -32,22 +34,14 @@ def pretrain_llm_source(model_dir: Path, chats_file: Path, *, steps: int, seed: 
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.0, 1 - s / steps))
     rng = random.Random(seed)
-    losses = []
-    for _ in range(steps):
+
+    def loss_of_step():
         ids, labels, mask = _batch(rng.sample(encoded, min(batch_size, len(encoded))), tok.pad_token_id)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    model.eval()
+        return model(input_ids=ids, attention_mask=mask, labels=labels).loss
+
+    curve = pretrain(model, model.parameters(), steps=steps, learning_rate=learning_rate, loss_of_step=loss_of_step)
     model.save_pretrained(model_dir)
-    curve = loss_curve(losses)
     log(f"LLM source pretrained on {len(rows)} text-only chats, {steps} steps: loss "
         + " ".join(f"{x:.2f}" for x in curve))
     return curve
@@ -65,8 +59,3 @@ def _batch(seqs: list[list[int]], pad_id: int):
     labels = ids.masked_fill(mask == 0, -100)
     return ids, labels, mask
 
-
-def loss_curve(losses: list[float]) -> list[float]:
-    """Mean loss over each tenth of the steps: what the world's log shows of a source's pretraining."""
-    tenth = max(1, len(losses) // 10)
-    return [sum(losses[i:i + tenth]) / len(losses[i:i + tenth]) for i in range(0, len(losses), tenth)]

@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from embedded.lm_pretrain import loss_curve
+from embedded.pretrain_loop import pretrain
 
 
 def pretrain_vit_source(model_dir: Path, *, images: int, steps: int, seed: int, batch_size: int = 32,
@@ -43,8 +43,6 @@ def pretrain_vit_source(model_dir: Path, *, images: int, steps: int, seed: int, 
     sizes = (1 + len(colours), 1 + len(SHAPES), 1 + len(SIZES), len(backgrounds))
     head = torch.nn.Linear(visual.merger.mlp[-1].out_features, sum(sizes))
     params = list(visual.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=learning_rate, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 20) * max(0.0, 1 - s / steps))
 
     def labels(scene: dict) -> torch.Tensor:
         cells = [[0, 0, 0, backgrounds.index(scene["background"])] for _ in range(9)]
@@ -53,23 +51,16 @@ def pretrain_vit_source(model_dir: Path, *, images: int, steps: int, seed: int, 
             cells[cell][:3] = [1 + colours.index(o["colour"]), 1 + SHAPES.index(o["shape"]), 1 + SIZES.index(o["size"])]
         return torch.tensor(cells)
 
-    visual.train()
-    losses = []
-    for _ in range(steps):
+    def loss_of_step():
         batch = rng.sample(scenes, min(batch_size, len(scenes)))
         inputs = processor.image_processor(images=[s["image"] for s in batch], return_tensors="pt")
         tokens = visual(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"]).pooler_output
         target = torch.cat([labels(s) for s in batch])
         logits = head(tokens).split(sizes, dim=-1)
-        loss = sum(torch.nn.functional.cross_entropy(lg, target[:, k]) for k, lg in enumerate(logits))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    visual.eval()
-    model.save_pretrained(model_dir)
-    curve = loss_curve(losses)
+        return sum(torch.nn.functional.cross_entropy(lg, target[:, k]) for k, lg in enumerate(logits))
+
+    curve = pretrain(visual, params, steps=steps, learning_rate=learning_rate, loss_of_step=loss_of_step)
+    model.save_pretrained(model_dir)   # the whole checkpoint: init_vlm takes its vision tower
     log(f"ViT source pretrained on {images} images of its own, {steps} steps: loss "
         + " ".join(f"{x:.2f}" for x in curve))
     return curve

@@ -11,6 +11,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
+# The embedded world at its small size (configs/hydra/world/small.yaml): the whole chain in about a
+# minute. Tests of how the chain runs (resume, launchers, sweeps, trackers, tokenizing) use it;
+# only tests/test_embedded_effect.py needs the full world, whose scores are what it checks.
+SMALL_WORLD = ["world=small"]
 
 
 @pytest.fixture

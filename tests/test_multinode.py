@@ -15,14 +15,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, harness_cmd, read_status, run_harness, subprocess_env
+from tests.conftest import REPO, SMALL_WORLD, harness_cmd, read_status, run_harness, subprocess_env
 
 pytestmark = pytest.mark.slow
 TRAIN = ["train.alignment", "train.further_pretrain", "train.sft"]
 NOT_TRAIN = ["world", "init_vlm", "data_prep.align_data", "data_prep.captions", "data_prep.sft_data"]
 # A few steps per stage, a checkpoint every 2, a loss every step; evaluation is not a node's
 # business here (only node 0 runs it, as any non-training stage).
-SHORT = ["train.common.max_steps=4", "train.common.save_steps=2", "train.common.logging_steps=1", "until=train.sft"]
+SHORT = ["train.common.max_steps=4", "train.common.save_steps=2", "train.common.logging_steps=1", "until=train.sft",
+         *SMALL_WORLD]
 HEARTBEAT_S = 2
 TIMEOUT_S = 60
 
@@ -144,7 +145,7 @@ def test_a_killed_node_fails_the_other_in_bounded_time_and_both_resume(shared_re
     results = shared_results
     # Long enough to kill in the middle twice: 100 steps, a checkpoint every 10.
     overrides = [*two_nodes(29751), "train.common.max_steps=100", "train.common.save_steps=10",
-                 "train.common.logging_steps=10", "until=train.alignment", "captions=synthetic_sparse"]
+                 "train.common.logging_steps=10", "until=train.alignment", "captions=synthetic_sparse", *SMALL_WORLD]
     run_dir = results / "runs" / "embedded" / "tiny-synthetic_sparse"
     # An earlier test's run of the same name links stages/train.alignment to another store folder
     # whose finished checkpoints would trigger the kill before node 1 joined: start from no links.

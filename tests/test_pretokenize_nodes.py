@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import read_status, run_harness
+from tests.conftest import SMALL_WORLD, read_status, run_harness
 from tests.test_multinode import nodes, start_both, two_nodes, wait_all  # noqa: F401  (nodes: a fixture)
 from tests.test_pretokenize_slurm import arrow_files
-from tests.test_train_packing import SMALL_WORLD
 
 pytestmark = pytest.mark.slow
 # The small embedded world (48 captions): what is checked is where the parts run, not what they hold.

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_harness
+from tests.conftest import SMALL_WORLD, run_harness
 from tests.test_multinode import wait_for
 from tests.test_pretokenize import lf_yaml
 from tests.test_slurm import final_states, sweep
 from tests.test_slurm import slurm  # noqa: F401  (the cluster fixture: starts it, or skips with the reason)
-from tests.test_train_packing import SMALL_WORLD, world  # noqa: F401  (world: the small embedded world fixture)
+from tests.test_train_packing import world  # noqa: F401  (world: the small embedded world fixture)
 
 pytestmark = pytest.mark.slow
 PARTS = 3

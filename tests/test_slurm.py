@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, harness_cmd, read_status, subprocess_env
+from tests.conftest import REPO, SMALL_WORLD, harness_cmd, read_status, subprocess_env
 from tests.test_multinode import complete_checkpoints, wait_for
 
 pytestmark = pytest.mark.slow
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 ON_SLURM = ["launcher=slurm", "launcher.nnodes=1", "launcher.nproc_per_node=1", "launcher.gpus_per_node=0",
             "launcher.cpus_per_task=1", "launcher.mem_gb=3"]
 SOURCES = "captions=synthetic_sparse,synthetic_dense"
-STEPS = ["train.common.max_steps=60", "train.common.save_steps=10"]
+STEPS = ["train.common.max_steps=60", "train.common.save_steps=10", *SMALL_WORLD]
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_a_job_past_its_time_limit_is_requeued_and_resumes_from_its_checkpoint(s
     # in the middle: submitit asks for the signal 120 s before the limit and requeues the job
     # once (max_num_timeout=1); SLURM starts it again after cred_expire (15 s here).
     proc = sweep(results, "captions=synthetic_sparse", "until=train.alignment", "train.common.max_steps=600",
-                 "train.common.save_steps=20", "train.common.logging_steps=20", "launcher.max_num_timeout=1",
+                 "train.common.save_steps=20", "train.common.logging_steps=20", "launcher.max_num_timeout=1", *SMALL_WORLD,
                  "launcher.signal_delay_s=120", "hydra.sweep.dir=" + str(results / "sweeps" / "timeout"),
                  "hydra.sweep.subdir=job")
     folder = results / "sweeps" / "timeout"

@@ -10,11 +10,13 @@ import shutil
 
 import pytest
 
-from tests.conftest import read_status, run_harness
+from tests.conftest import SMALL_WORLD, read_status, run_harness
 
 pytestmark = pytest.mark.slow
-SWEEP = ["run", "-m", "captions=vanilla,synthetic_sparse,synthetic_dense"]
-JOBS = ["captions=synthetic_dense", "captions=synthetic_sparse", "captions=vanilla"]
+# On the small world: what is checked is how a sweep runs, fails and resumes, not its scores.
+SWEEP = ["run", "-m", "captions=vanilla,synthetic_sparse,synthetic_dense", *SMALL_WORLD]
+JOBS = ["captions=synthetic_dense,world=small", "captions=synthetic_sparse,world=small", "captions=vanilla,world=small"]
+DENSE, SPARSE, VANILLA = JOBS
 
 
 def states(sweep_dir, stage):
@@ -23,7 +25,7 @@ def states(sweep_dir, stage):
 
 def test_sweep_with_a_failing_job_then_rerun(tmp_path):
     results = tmp_path / "results"
-    run_harness(results, "run", "until=world")
+    run_harness(results, "run", "until=world", *SMALL_WORLD)
     world = next(p for p in (results / "store" / "world").iterdir() if p.is_dir())   # not its .lock
     sparse = world / "sources" / "sharegpt4v_sparse.json"
     shutil.move(sparse, tmp_path / "sparse.json")   # a source file that went missing
@@ -33,27 +35,25 @@ def test_sweep_with_a_failing_job_then_rerun(tmp_path):
     assert proc.returncode == 1
     summary = {r["job"]: r for r in json.loads((sweep / "summary.json").read_text())}
     assert sorted(summary) == JOBS
-    assert summary["captions=vanilla"]["state"] == "done"
-    assert summary["captions=synthetic_dense"]["state"] == "done"
-    assert summary["captions=synthetic_sparse"]["state"] == "failed"
-    assert "data_prep.captions" in summary["captions=synthetic_sparse"]["error"]
-    assert "sharegpt4v_sparse.json" in summary["captions=synthetic_sparse"]["error"]
-    assert "captions=synthetic_sparse | failed" in proc.stdout   # printed summary
+    assert summary[VANILLA]["state"] == "done"
+    assert summary[DENSE]["state"] == "done"
+    assert summary[SPARSE]["state"] == "failed"
+    assert "data_prep.captions" in summary[SPARSE]["error"]
+    assert "sharegpt4v_sparse.json" in summary[SPARSE]["error"]
+    assert f"{SPARSE} | failed" in proc.stdout   # printed summary
     # Shared stages ran in the first job (vanilla) and were skipped by the others; the failed
     # job stopped at its caption data, before alignment.
-    assert states(sweep, "init_vlm") == {"captions=vanilla": "done", "captions=synthetic_sparse": "skipped",
-                                         "captions=synthetic_dense": "skipped"}
+    assert states(sweep, "init_vlm") == {VANILLA: "done", SPARSE: "skipped", DENSE: "skipped"}
     for stage in ("train.alignment", "data_prep.sft_data"):
-        assert states(sweep, stage) == {"captions=vanilla": "done", "captions=synthetic_sparse": "pending",
-                                        "captions=synthetic_dense": "skipped"}, stage
+        assert states(sweep, stage) == {VANILLA: "done", SPARSE: "pending", DENSE: "skipped"}, stage
     table = (sweep / "report" / "table.md").read_text()
     assert "vanilla" in table and "Synthetic-Dense" in table and "Synthetic-Sparse" not in table
 
     shutil.move(tmp_path / "sparse.json", sparse)   # fixed; run the same sweep again
     proc = run_harness(results, *SWEEP)
-    for job in ("captions=vanilla", "captions=synthetic_dense"):
+    for job in (VANILLA, DENSE):
         assert {s["state"] for s in read_status(sweep / job)["stages"].values()} == {"skipped"}
-    ran = [n for n, s in read_status(sweep / "captions=synthetic_sparse")["stages"].items() if s["state"] == "done"]
+    ran = [n for n, s in read_status(sweep / SPARSE)["stages"].items() if s["state"] == "done"]
     assert ran == ["data_prep.captions", "train.further_pretrain", "train.sft", "evaluate", "report"]
     table = (sweep / "report" / "table.md").read_text()
     assert all(label in table for label in ("vanilla", "Synthetic-Sparse", "Synthetic-Dense"))

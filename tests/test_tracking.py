@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from tests.conftest import run_harness
+from tests.conftest import SMALL_WORLD, run_harness
 
 pytestmark = pytest.mark.slow
-SHORT = ["train.common.max_steps=4", "train.common.logging_steps=1", "train.common.save_steps=4"]
+SHORT = ["train.common.max_steps=4", "train.common.logging_steps=1", "train.common.save_steps=4", *SMALL_WORLD]
 RUN = "tiny-synthetic_dense"
 
 
@@ -36,7 +36,7 @@ def test_wandb_offline_writes_named_runs_and_no_secret(shared_results, monkeypat
     monkeypatch.setenv("WANDB_API_KEY", secret)
     monkeypatch.setenv("WANDB_MODE", "offline")
     run_harness(shared_results, "run", "tracker=wandb", "until=train.alignment", "train.common.max_steps=3",
-                "train.common.logging_steps=1", "train.common.save_steps=3")
+                "train.common.logging_steps=1", "train.common.save_steps=3", *SMALL_WORLD)
     runs = sorted((shared_results / "wandb" / "wandb").glob("offline-run-*"))
     assert runs, "no offline run folder"
     meta = "".join(p.read_text(errors="replace") for r in runs for p in r.rglob("*.log"))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_harness
+from tests.conftest import SMALL_WORLD, run_harness
 
 TOLERANCE = 1e-5          # per-sample mean loss, fp32
 LEAK_MIN_EFFECT = 1e-3    # what a real error does to the same losses (measured ~1e-2)
@@ -29,10 +29,6 @@ CUTOFF = 512              # 2-4 caption samples per packed row
 PIXELS = {"min_pixels": 3136, "max_pixels": 12544}   # the tiny processor's bounds (embedded/tiny_models.py)
 
 
-# The embedded world at its former size (48 captions) and without its sources' pretraining: what
-# is checked here is how rows are packed, not what the model knows, and 48 samples keep it fast.
-SMALL_WORLD = ["world.n_train=48", "world.n_bench=16", "world.llm_pretrain_steps=0", "world.vit_pretrain_steps=0",
-               "world.table1_benchmarks=false"]
 
 
 @pytest.fixture(scope="module")

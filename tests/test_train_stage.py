@@ -14,7 +14,7 @@ import time
 import pytest
 from safetensors.torch import load_file
 
-from tests.conftest import REPO, harness_cmd, read_status, run_harness, stage_dir, subprocess_env
+from tests.conftest import REPO, SMALL_WORLD, harness_cmd, read_status, run_harness, stage_dir, subprocess_env
 
 pytestmark = pytest.mark.slow
 EMB = "results/runs/embedded"
@@ -25,7 +25,7 @@ def run_dir(results):
 
 
 def test_alignment_changes_only_projector_weights(shared_results):
-    run_harness(shared_results, "run", "until=train.alignment")
+    run_harness(shared_results, "run", "until=train.alignment", *SMALL_WORLD)
     rd = run_dir(shared_results)
     before = load_file(stage_dir(rd, "init_vlm") / "model" / "model.safetensors")
     after = load_file(stage_dir(rd, "train.alignment") / "model" / "model.safetensors")
@@ -42,11 +42,11 @@ def test_alignment_changes_only_projector_weights(shared_results):
                          ids=["ddp-gloo-2proc", "deepspeed-zero2-2proc"])
 def test_two_processes_train(shared_results, extra):
     run_harness(shared_results, "run", "until=train.alignment", "launcher.master_port=29611",
-                "train.common.max_steps=10", *extra)
+                "train.common.max_steps=10", *SMALL_WORLD, *extra)
     rd = run_dir(shared_results)
     folder = stage_dir(rd, "train.alignment")
     lf_yaml = (folder / "llamafactory.yaml").read_text()
-    assert "gradient_accumulation_steps: 1" in lf_yaml  # global batch 4 = 2 per device x 2 processes
+    assert "gradient_accumulation_steps: 4" in lf_yaml  # global batch 32 = 4 per device x 2 processes x 4
     log = (rd / "logs" / "train.alignment.log").read_text()
     assert "FORCE_TORCHRUN=1" in log and "NPROC_PER_NODE=2" in log
     state = json.loads((folder / "model" / "trainer_state.json").read_text())
@@ -57,8 +57,8 @@ def test_two_processes_train(shared_results, extra):
 
 
 def test_sigkill_mid_training_resumes_from_the_last_checkpoint(shared_results):
-    args = ["run", "until=train.alignment", "train.common.max_steps=400", "train.common.save_steps=4"]
-    run_harness(shared_results, "run", "until=data_prep.sft_data")  # inputs ready, so timing is training only
+    args = ["run", "until=train.alignment", "train.common.max_steps=400", "train.common.save_steps=4", *SMALL_WORLD]
+    run_harness(shared_results, "run", "until=data_prep.sft_data", *SMALL_WORLD)  # inputs ready, so timing is training only
     proc = subprocess.Popen(harness_cmd(*args), cwd=REPO, env=subprocess_env(shared_results),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     rd = run_dir(shared_results)
