@@ -24,6 +24,20 @@ from harness.validate import force_list
 
 # -v/--verbose: the CLI sets it; every job (a SLURM job too) inherits it from the environment.
 VERBOSE_ENV = "CAPRL_VERBOSE"
+# Where the tools' math libraries (torch's OpenMP and MKL) read their thread count; torchrun keeps
+# a value it finds here instead of setting its own.
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def use_cpu_threads(threads: int | None) -> None:
+    """`cpu_threads`: this process and every process it starts from now on use `threads` CPU
+    threads; None leaves the machine's default."""
+    if threads is None:
+        return
+    for name in THREAD_ENV:
+        os.environ[name] = str(threads)
+    if "torch" in sys.modules:   # imported already: it read the old value at import
+        sys.modules["torch"].set_num_threads(threads)
 
 
 def run_job(cfg: DictConfig) -> dict:
@@ -41,6 +55,7 @@ def run_job(cfg: DictConfig) -> dict:
     results = Path(plain["paths"]["results_dir"])
     group = run_dir.parent.relative_to(results) if run_dir.parent.is_relative_to(results) else run_dir.parent.name
     plain["job"] = {"name": run_dir.name, "group": str(group)}
+    use_cpu_threads(plain.get("cpu_threads"))
     rank = node_rank(plain["launcher"])
     config_name = "config.yaml" if rank == 0 else f"config.node{rank}.yaml"   # node 0's copy stays
     (run_dir / config_name).write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))

@@ -31,6 +31,10 @@ def run_problems(cfg: Mapping) -> list[str]:
 
     problems = [p for kind in active_kinds(cfg) if hasattr(kind, "problems") for p in kind.problems(cfg)]
     problems += tracking.problems(cfg.get("tracker") or {"name": "none"})   # every pipeline reports to it
+    threads = cfg.get("cpu_threads")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        problems.append(f"cpu_threads: {threads!r}; give a number of threads per process (1 or more), "
+                        "or null for the machine's default")
     if problems:
         return problems
     try:

@@ -4,6 +4,7 @@ overrides fail before any work with a message naming the key and the valid choic
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import pytest
 
@@ -183,6 +184,8 @@ def test_every_job_of_a_sweep_is_checked_not_each_value_alone(results_dir):
     ("+eval.batchsize=2", "eval: unknown key batchsize; valid keys: batch_size, device, "),
     ("+backbone.vit=x", "backbone: unknown key vit; valid keys: dtype, eval_model, label, "),
     ("backbone.projector_init=xavier", "backbone.projector_init='xavier'; choose one of torch_default, normal"),
+    ("cpu_threads=0", "cpu_threads: 0; give a number of threads per process (1 or more), or null for the machine's"),
+    ("cpu_threads=true", "cpu_threads: True; give a number of threads per process"),
 ])
 def test_schema_errors_name_the_key_before_any_work(override, message, results_dir):
     with pytest.raises(BadOverride) as err:
@@ -197,3 +200,32 @@ def test_cli_rejects_a_bad_sweep_job_before_writing_anything(results_dir):
     assert proc.returncode == 2
     assert "(job: experiment=caprl2m train.stages.sft.global_batch_size=4)" in proc.stderr
     assert not results_dir.exists()
+
+
+def test_cpu_threads_are_run_only_and_one_in_the_embedded_experiment(results_dir):
+    """The embedded experiment's scores are pinned at one thread per process; the paper's recipe
+    keeps each machine's default. The count changes no stage's fingerprint (nothing reruns)."""
+    from harness.stage import chain_fingerprints
+
+    assert to_plain(compose_config([]))["cpu_threads"] == 1
+    assert to_plain(compose_config(["experiment=caprl2m"]))["cpu_threads"] is None
+
+    def fps(*overrides):
+        return chain_fingerprints(build_chain(to_plain(compose_config(list(overrides)))))
+
+    assert fps("cpu_threads=2") == fps()
+
+
+def test_a_job_gives_its_processes_the_configured_threads(tmp_path):
+    """In a fresh interpreter: torch imported before the job starts follows the setting, and so
+    does every process the job starts afterwards (they read OMP_NUM_THREADS at start)."""
+    script = (
+        "import subprocess, sys, torch\n"
+        "from harness.job import use_cpu_threads\n"
+        "torch.set_num_threads(2)\n"
+        "use_cpu_threads(1)\n"
+        "child = subprocess.run([sys.executable, '-c', 'import torch; print(torch.get_num_threads())'],\n"
+        "                       capture_output=True, text=True, check=True).stdout.strip()\n"
+        "print(torch.get_num_threads(), child)\n")
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]
