@@ -58,4 +58,3 @@ def _batch(seqs: list[list[int]], pad_id: int):
         mask[i, :len(s)] = 1
     labels = ids.masked_fill(mask == 0, -100)
     return ids, labels, mask
-

@@ -9,9 +9,8 @@ What decides the output is what decides LLaMA-Factory's preprocessing: the data,
 processor (init_vlm's: training does not change them), template, cutoff_len, pixels, packing,
 pass-through `extra` keys and the LLaMA-Factory version. The process count and where the parts
 run (`tokenize` config group: local processes, a SLURM job array of CPU tasks, or the nodes of a
-multi-node run) are run-only:
-every count and every place gives the same rows (tests/test_pretokenize.py,
-tests/test_pretokenize_slurm.py). Resumable: the parts a failed attempt finished are kept, and
+multi-node run) are run-only: every count and every place gives the same rows
+(tests/test_pretokenize.py, tests/test_pretokenize_slurm.py). Resumable: the parts a failed attempt finished are kept, and
 the next attempt computes only the missing ones."""
 
 from __future__ import annotations
