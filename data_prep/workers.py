@@ -10,7 +10,6 @@ How many: worker_count. The results never depend on it, only the time does."""
 
 from __future__ import annotations
 
-import os
 import sys
 import traceback
 from collections import deque
@@ -19,6 +18,7 @@ from multiprocessing import get_context
 
 from data_prep.convert import Converter, Plan
 from data_prep.stream_json import iter_batches
+from stagekit.threads import cores_given, limit_threads, threads_per_process
 
 _PIPE_BYTES = 1 << 20
 _F_SETPIPE_SZ = 1031  # Linux
@@ -38,7 +38,7 @@ def worker_count(requested: int | None, files, total_bytes: int, *, check_images
     starting them, else 1 (inline)."""
     if requested is not None:
         return int(requested)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = cores_given()
     per_row = ROW_S + IMAGE_ROW_S * check_images + TOKENIZER_ROW_S * exact_tokens
     return cpus if cpus > 1 and estimate_rows(files, total_bytes) * per_row >= START_S else 1
 
@@ -66,13 +66,14 @@ class Workers:
 
     def _start(self, plan: Plan, workers: int) -> None:
         ctx = get_context("spawn")  # not fork: the caller may hold threads (tqdm's monitor, torch)
+        threads = threads_per_process(workers)   # the workers share the cores: no pool of each spans them all
         with _no_main_reimport():
             for _ in range(workers):
                 task_r, task_w = ctx.Pipe(duplex=False)
                 result_r, result_w = ctx.Pipe(duplex=False)
                 for conn in (task_w, result_w):
                     _enlarge(conn)
-                proc = ctx.Process(target=_serve, args=(task_r, result_w, plan), daemon=True)
+                proc = ctx.Process(target=_serve, args=(task_r, result_w, plan, threads), daemon=True)
                 proc.start()
                 task_r.close()
                 result_w.close()
@@ -126,8 +127,8 @@ class Workers:
         self.close()
 
 
-def _serve(tasks, results, plan: Plan) -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # the processes are the parallelism
+def _serve(tasks, results, plan: Plan, threads: int) -> None:
+    limit_threads(threads)   # before the tokenizer or any image library starts a pool
     converter = Converter(plan)
     while (msg := tasks.recv()) is not None:
         method, batch, args = msg

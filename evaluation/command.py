@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Mapping
 
 from evaluation.benchmarks import EvaluationError, lmms_task_name, split_judge, task_entries
+from stagekit.threads import thread_env, threads_per_process
 
 # Offline by default (compute nodes often have no network, and a silent download mid-run is
 # not reproducible): tasks read the HF caches or local files only.
@@ -83,7 +84,9 @@ def build_command(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixels
     An empty argv means there is nothing to run (every task is a judge task without a key)."""
     cfg = eval_settings(eval_cfg)
     runnable, _ = split_judge(task_entries(benchmarks))
-    env = {**BASE_ENV, **(OFFLINE_ENV if cfg["offline"] else {})}
+    # Each launched process gets its share of the cores (stagekit/threads.py): N processes with a
+    # machine-wide pool each would take turns on the same cores.
+    env = {**BASE_ENV, **(OFFLINE_ENV if cfg["offline"] else {}), **thread_env(threads_per_process(processes(cfg)))}
     if not runnable:
         return [], env
     out_dir = Path(out_dir).resolve()

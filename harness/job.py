@@ -21,23 +21,17 @@ from harness.config import CONFIG_NAME, env_flag, hydra_app, to_plain
 from harness.console import Console
 from harness.runner import STARTED_ENV
 from harness.validate import force_list
+from stagekit.threads import set_ceiling
 
 # -v/--verbose: the CLI sets it; every job (a SLURM job too) inherits it from the environment.
 VERBOSE_ENV = "CAPRL_VERBOSE"
-# Where the tools' math libraries (torch's OpenMP and MKL) read their thread count; torchrun keeps
-# a value it finds here instead of setting its own.
-THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def use_cpu_threads(threads: int | None) -> None:
-    """`cpu_threads`: this process and every process it starts from now on use `threads` CPU
-    threads; None leaves the machine's default."""
-    if threads is None:
-        return
-    for name in THREAD_ENV:
-        os.environ[name] = str(threads)
-    if "torch" in sys.modules:   # imported already: it read the old value at import
-        sys.modules["torch"].set_num_threads(threads)
+    """`cpu_threads`: this process and every process it starts from now on use at most `threads`
+    CPU threads per pool (stagekit/threads.py applies the same ceiling wherever a stage shares its
+    cores between processes); None leaves the machine's default."""
+    set_ceiling(threads)
 
 
 def run_job(cfg: DictConfig) -> dict:

@@ -169,3 +169,25 @@ def test_node_0_waits_for_the_other_nodes_parts_bounded(tmp_path):
     assert str(err.value) == (f"tokenized parts [0, 1, 2, 3] of 4 (nodes [0, 1]) did not appear under "
                               f"{tmp_path / 'dataset.parts'} within 0.2 s; re-run every node with the same "
                               "command: only the missing parts are redone")
+
+
+def test_each_part_records_a_thread_budget_that_fits_the_cores(world, tmp_path, monkeypatch):  # noqa: F811
+    """More parts than cores: no more processes run at once than there are cores, and each part's
+    recorded threads x processes never exceed the cores it was given."""
+    import json
+
+    from stagekit.threads import CEILING_VAR, cores_given
+    from train.pretokenize import PART_INFO, part_dir, run_forked, tokenize_args
+
+    monkeypatch.delenv(CEILING_VAR, raising=False)
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    args = tokenize_args(lf_yaml(*world, False), tmp_path / "work")
+    parts = cores_given() + 1
+    shards = tmp_path / "parts"
+    shards.mkdir()
+    run_forked(args, shards, list(range(parts)), parts)
+    infos = [json.loads((part_dir(shards, p, parts) / PART_INFO).read_text()) for p in range(parts)]
+    for info in infos:
+        assert info["cores"] == cores_given() and info["processes"] == min(parts, cores_given())
+        assert info["threads"] >= 1 and info["threads"] * info["processes"] <= info["cores"]
+    assert sum(i["rows_in"] for i in infos) == 48

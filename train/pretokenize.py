@@ -39,7 +39,7 @@ from stagekit import write_json_atomic
 
 # Keys of the rendered YAML that are not about data, or that this module sets itself.
 _DROP = ("tokenized_path", "preprocessing_num_workers", "overwrite_cache", "output_dir")
-PART_INFO = "part.json"   # written last into a part: its row range, rows and CPU seconds
+PART_INFO = "part.json"   # written last into a part: its row range, rows, CPU seconds, thread budget
 
 
 def tokenize_args(lf_yaml: Mapping[str, Any], work_dir: Path) -> dict:
@@ -99,7 +99,7 @@ def shards_dir(out_dir: Path) -> Path:
     return Path(out_dir).with_name(Path(out_dir).name + ".parts")
 
 
-def _preprocess_part(lf: dict, part: int, parts: int, out: Path, cpu_t0: float) -> int:
+def _preprocess_part(lf: dict, part: int, parts: int, out: Path, cpu_t0: float, budget: dict) -> int:
     from llamafactory.data.loader import _get_preprocessed_dataset
 
     data_args = lf["data_args"]
@@ -113,7 +113,7 @@ def _preprocess_part(lf: dict, part: int, parts: int, out: Path, cpu_t0: float) 
                                           lf["template"], lf["tokenizer"], lf["processor"])
         shard.save_to_disk(str(tmp))
     write_json_atomic(tmp / PART_INFO, {"rows": [lo, hi], "rows_in": hi - lo,
-                                        "cpu_s": round(time.process_time() - cpu_t0, 3)})
+                                        "cpu_s": round(time.process_time() - cpu_t0, 3), **budget})
     _publish(tmp, out)
     return hi - lo
 
@@ -127,11 +127,19 @@ def _publish(tmp: Path, out: Path) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def tokenize_part(args: dict, shards_dir: Path, part: int, parts: int) -> int:
-    """One part, in this process (a machine of a multi-node job, or a SLURM array task): rows done.
-    Its CPU seconds (this process's, every thread, setup included) go into its part.json."""
+def tokenize_part(args: dict, shards_dir: Path, part: int, parts: int, processes: int = 1) -> int:
+    """One part, in this process (a machine of a multi-node job, a SLURM array task, or one of
+    `processes` parts run at once on this machine's cores): rows done. Its thread budget (the
+    cores given shared by the processes, stagekit/threads.py) is set before any work, and recorded
+    with its CPU seconds (this process's, every thread, setup included) in its part.json."""
+    from stagekit.threads import cores_given, limit_threads, threads_per_process
+
+    cores = cores_given()
+    threads = threads_per_process(processes, cores)
+    limit_threads(threads)
     t0 = time.process_time()
-    return _preprocess_part(_lf(args), part, parts, part_dir(shards_dir, part, parts), t0)
+    budget = {"threads": threads, "processes": processes, "cores": cores}
+    return _preprocess_part(_lf(args), part, parts, part_dir(shards_dir, part, parts), t0, budget)
 
 
 def tokenize(args: dict, out_dir: Path, parts: int, run_parts=None) -> dict:
@@ -165,14 +173,18 @@ def wait_for_parts(shards: Path, parts: int, timeout_s: float, nodes: int, log=p
 
 
 def run_forked(args: dict, shards: Path, todo: list[int], parts: int) -> None:
-    """The parts in todo, one process each on this machine.
+    """The parts in todo on this machine: as many processes at once as there are cores given
+    (more would only take turns), each with its share of the cores as its thread budget.
 
     The processes come from a fork server that has imported LLaMA-Factory and loaded nothing:
     starting each one costs no imports (~10 s each otherwise), and none inherits thread pools a
     tokenizer or image processor left running in this process (a process forked after that can
     hang in them: seen here). The server starts once per calling process."""
-    with fork_server().Pool(len(todo)) as pool:
-        pool.starmap(tokenize_part, [(args, shards, p, parts) for p in todo])
+    from stagekit.threads import processes_for
+
+    at_once = processes_for(len(todo))
+    with fork_server().Pool(at_once) as pool:
+        pool.starmap(tokenize_part, [(args, shards, p, parts, at_once) for p in todo], chunksize=1)
 
 
 def fork_server():
