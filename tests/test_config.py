@@ -216,6 +216,7 @@ def test_cpu_threads_are_run_only_and_one_in_the_embedded_experiment(results_dir
     assert fps("cpu_threads=2") == fps()
 
 
+@pytest.mark.slow   # imports torch in two fresh processes
 def test_a_job_gives_its_processes_the_configured_threads(tmp_path):
     """In a fresh interpreter: torch imported before the job starts follows the setting, and so
     does every process the job starts afterwards (they read OMP_NUM_THREADS at start)."""

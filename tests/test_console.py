@@ -61,7 +61,9 @@ def test_progress_lines_come_from_the_kinds_reader_at_the_interval():
         console.started("train.sft", watch=lambda: next(reads))
         import time
 
-        time.sleep(5.5)   # the poller wakes every few seconds
+        deadline = time.time() + 10   # the poller's first read shows; wait for it, not a fixed time
+        while "step" not in out.getvalue() and time.time() < deadline:
+            time.sleep(0.01)
         console.finished("train.sft", "done", 1.0)
     shown = [line for line in out.getvalue().splitlines() if "step" in line]
     assert shown[:1] == ["[harness] train.sft: step 20/200, loss 6.3"]

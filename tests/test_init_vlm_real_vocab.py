@@ -98,6 +98,7 @@ def vit_source(qwen_tokenizer, tmp_path_factory) -> Path:
     return build_tiny_vit_source(tmp_path_factory.mktemp("vit") / "vit", qwen_tokenizer, vocab_size=QWEN_ROWS)
 
 
+@pytest.mark.slow   # init_vlm over a real-size vocabulary (~5-10 s)
 def test_qwen25_vocabulary_keeps_qwen25_vl_ids(qwen_tokenizer, vit_source, tmp_path):
     llm = build_tiny_llm_source(tmp_path / "llm", qwen_tokenizer, hidden=32, vocab_size=QWEN_ROWS)
     manifest = build_vlm(str(vit_source), str(llm), tmp_path / "out", log=lambda *_: None)
@@ -106,6 +107,7 @@ def test_qwen25_vocabulary_keeps_qwen25_vl_ids(qwen_tokenizer, vit_source, tmp_p
     assert manifest["tokenizer"]["added_tokens"] == [] and cfg["text_config"]["vocab_size"] == QWEN_ROWS
 
 
+@pytest.mark.slow   # init_vlm over a real-size vocabulary (~5-10 s)
 def test_qwen2_vocabulary_gets_vision_tokens_at_qwen25_vl_ids(qwen_tokenizer, vit_source, tmp_path):
     from transformers import AutoTokenizer
 

@@ -42,6 +42,7 @@ def llamafactory_saved(args: dict, path) -> object:
 
 
 # packed, 4 parts over 3 preprocessing batches: one part gets no rows
+@pytest.mark.slow   # real LLaMA-Factory preprocessing on a small embedded world built by the harness
 @pytest.mark.parametrize("packing,parts", [(False, 2), (True, 4)], ids=["unpacked-2-parts", "packed-4-parts"])
 def test_joined_parts_equal_llamafactory_single_process(world, tmp_path, packing, parts):  # noqa: F811
     from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
@@ -171,6 +172,7 @@ def test_node_0_waits_for_the_other_nodes_parts_bounded(tmp_path):
                               "command: only the missing parts are redone")
 
 
+@pytest.mark.slow   # real LLaMA-Factory preprocessing in forked parts
 def test_each_part_records_a_thread_budget_that_fits_the_cores(world, tmp_path, monkeypatch):  # noqa: F811
     """More parts than cores: no more processes run at once than there are cores, and each part's
     recorded threads x processes never exceed the cores it was given."""

@@ -50,6 +50,7 @@ def test_a_job_folder_name_past_200_bytes_keeps_its_head_and_ends_with_a_hash():
     assert job_dirname(LONG.replace("0.003", "0.004")) != name   # one hash per job
 
 
+@pytest.mark.slow   # two harness jobs run the world stage (~30 s)
 def test_a_sweep_over_many_keys_gets_folders_a_file_system_accepts(tmp_path):
     """Hydra names each sweep job's folder by its overrides; 2 x 1,000 bytes would fail on ext4 as
     the job starts. Runs the world stage only (until=world)."""

@@ -49,6 +49,7 @@ def test_thread_env_names_every_pool():
     assert thread_env(1)["TOKENIZERS_PARALLELISM"] == "false"
 
 
+@pytest.mark.slow   # imports torch in two fresh processes
 def test_limit_threads_reaches_torch_already_imported_and_children():
     """torch imported before the limit still follows it, and so does a process started after."""
     code = ("import torch, subprocess, sys\n"

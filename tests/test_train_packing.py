@@ -23,6 +23,8 @@ import pytest
 
 from tests.conftest import SMALL_WORLD, run_harness
 
+pytestmark = pytest.mark.slow   # builds a small world through the harness, then LLaMA-Factory in-process
+
 TOLERANCE = 1e-5          # per-sample mean loss, fp32
 LEAK_MIN_EFFECT = 1e-3    # what a real error does to the same losses (measured ~1e-2)
 CUTOFF = 512              # 2-4 caption samples per packed row

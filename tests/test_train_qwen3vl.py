@@ -61,6 +61,7 @@ def _lf_modules():
     return list(entry.projector_keys), list(entry.vision_model_keys)
 
 
+@pytest.mark.slow   # imports LLaMA-Factory in a fresh process
 def test_registration_moves_only_the_deepstack_mergers(tmp_path):
     code = ("import json; from train.lf_train import register_projector_parts as r; "
             "from tests.test_train_qwen3vl import _lf_modules as m; b = m(); r(); r(); print(json.dumps([b, m()]))")

@@ -23,6 +23,7 @@ def tok_dir(tmp_path_factory):
     return train_tokenizer((root / "world" / "texts.txt").read_text().splitlines(), root / "tok"), paths
 
 
+@pytest.mark.slow   # trains the world's tiny sources for real (~1-2 min)
 def test_a_random_llm_source_predicts_uniformly_and_pretraining_fixes_it(tok_dir, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -44,6 +45,7 @@ def test_a_random_llm_source_predicts_uniformly_and_pretraining_fixes_it(tok_dir
     assert pretrain_llm_source(again, paths["language"], steps=40, seed=1, log=lambda *_: None) == curve
 
 
+@pytest.mark.slow   # trains the world's tiny sources for real (~1-2 min)
 def test_vit_pretraining_learns_what_is_in_each_cell(tok_dir, tmp_path):
     from embedded.tiny_models import build_tiny_vit_source
     from embedded.vit_pretrain import pretrain_vit_source
