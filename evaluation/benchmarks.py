@@ -228,14 +228,32 @@ def dataset_cached(repo_id: str, env: Mapping[str, str] | None = None, *, name: 
     env = os.environ if env is None else env
     org, _, base = repo_id.rpartition("/")
     hub_dir = "datasets--" + repo_id.replace("/", "--")
-    if any((d / hub_dir).is_dir() for d in _hub_cache_dirs(env)):
+    if any(holds_data(d / hub_dir / "snapshots") for d in _hub_cache_dirs(env)):
         return True
     cache = datasets_cache_dir(reader, env)
     want = (org.lower(), _squash(base))
     for child in (cache.iterdir() if cache.is_dir() else []):
         o, sep, n = child.name.partition("___")      # `datasets` snake-cases names: org___name
-        if sep and (o.lower(), _squash(n)) == want and (name is None or (child / name).is_dir()):
+        if sep and (o.lower(), _squash(n)) == want and holds_data(child / name if name else child):
             return True
+    return False
+
+
+# What a downloaded split is stored as: the hub's snapshot files, or the `datasets` cache's Arrow.
+DATA_SUFFIXES = (".arrow", ".parquet", ".json", ".jsonl", ".csv", ".tsv", ".zip", ".tar", ".gz")
+
+
+def holds_data(folder: Path) -> bool:
+    """Whether `folder` holds at least one non-empty data file: a folder left by an interrupted or
+    failed download (or made by hand) is not a dataset, and evaluating would only fail after all
+    training, or worse, score nothing."""
+    if not folder.is_dir():
+        return False
+    for root, _, files in os.walk(folder, followlinks=True):
+        for f in files:
+            path = Path(root) / f
+            if f.endswith(DATA_SUFFIXES) and path.is_file() and path.stat().st_size > 0:
+                return True
     return False
 
 

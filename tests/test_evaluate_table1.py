@@ -323,13 +323,36 @@ def test_offline_check_looks_for_each_config_in_the_cache_its_reader_reads(tmp_p
 
     gqa = _gqa_entry()
     env = {"HF_HOME": str(tmp_path / "hf"), "LMMS_EVAL_DATASETS_CACHE": str(tmp_path / "lmms")}
-    (tmp_path / "lmms/lmms-lab-encoder___gqa/testdev_balanced_instructions").mkdir(parents=True)
-    (tmp_path / "lmms/lmms-lab-encoder___gqa/testdev_balanced_images").mkdir(parents=True)
+    def arrow(folder: str, rows: bytes = b"rows") -> None:
+        (tmp_path / folder).mkdir(parents=True)
+        (tmp_path / folder / "0.0.0").mkdir()
+        (tmp_path / folder / "0.0.0" / "gqa-testdev.arrow").write_bytes(rows)
+
+    arrow("lmms/lmms-lab-encoder___gqa/testdev_balanced_instructions")
+    arrow("lmms/lmms-lab-encoder___gqa/testdev_balanced_images")
     # lmms-eval reads the instructions from LMMS_EVAL_DATASETS_CACHE, but gqa's process_docs calls
     # load_dataset without a cache_dir: the images must be in HF_HOME/datasets
     assert missing_datasets([gqa], env) == {"gqa": ["lmms-lab-encoder/GQA [testdev_balanced_images]"]}
+    # a folder without data (an interrupted download, or made by hand) is not the dataset
     (tmp_path / "hf/datasets/lmms-lab-encoder___gqa/testdev_balanced_images").mkdir(parents=True)
+    assert missing_datasets([gqa], env) == {"gqa": ["lmms-lab-encoder/GQA [testdev_balanced_images]"]}
+    (tmp_path / "hf/datasets/lmms-lab-encoder___gqa/testdev_balanced_images" / "part.arrow").write_bytes(b"")
+    assert missing_datasets([gqa], env) == {"gqa": ["lmms-lab-encoder/GQA [testdev_balanced_images]"]}
+    (tmp_path / "hf/datasets/lmms-lab-encoder___gqa/testdev_balanced_images" / "part.arrow").write_bytes(b"rows")
     assert missing_datasets([gqa], env) == {}
+
+
+def test_an_empty_hub_cache_folder_is_not_a_dataset(tmp_path):
+    from evaluation.benchmarks import dataset_cached
+
+    env = {"HF_HOME": str(tmp_path / "hf")}
+    repo = tmp_path / "hf/hub/datasets--lmms-lab--DocVQA"
+    (repo / "snapshots" / "abc").mkdir(parents=True)
+    assert not dataset_cached("lmms-lab/DocVQA", env)
+    (repo / "blobs").mkdir()
+    (repo / "blobs" / "f00d").write_bytes(b"PAR1...")
+    (repo / "snapshots" / "abc" / "test-00000.parquet").symlink_to(repo / "blobs" / "f00d")
+    assert dataset_cached("lmms-lab/DocVQA", env)
 
 
 def test_prefetch_puts_each_dataset_where_its_reader_looks(tmp_path, monkeypatch):
