@@ -147,8 +147,11 @@ def _md_cells(table: Table, row: Row, labelled: bool) -> list[str]:
 
 def _footnotes(table: Table) -> list[str]:
     # dict, not set: keeps row order and drops the repeats of a comparison's three rows
-    notes = dict.fromkeys(f"- {r.backbone} / {r.name}: Avg without {', '.join(r.missing)}"
-                          for r in table.rows if r.partial)
+    everywhere = dict.fromkeys(b for r in table.rows for b in r.na_everywhere)
+    notes = dict.fromkeys([f"- every row: Avg without {', '.join(everywhere)} (no row has a score there)"]
+                          if everywhere else [])
+    notes.update(dict.fromkeys(f"- {r.backbone} / {r.name}: Avg without {', '.join(r.missing)}"
+                               for r in table.rows if r.missing))
     return ["", "Partial Avg (*):", *notes] if notes else []
 
 

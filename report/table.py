@@ -25,7 +25,8 @@ class Row:
     caption_source: str
     cells: dict[str, float | None]             # benchmark -> score, None = n/a, absent = not run
     avg: float | None = None
-    missing: list[str] = field(default_factory=list)  # columns left out of avg (partial if any)
+    missing: list[str] = field(default_factory=list)  # columns n/a in this row only: left out of its avg
+    na_everywhere: list[str] = field(default_factory=list)  # columns no row has a score in: out of every avg
     delta_avg: float | None = None             # against the vanilla row of the same backbone
     delta_partial: bool = False                # either side of delta_avg is a partial Avg
     deltas: dict[str, float] = field(default_factory=dict)
@@ -43,7 +44,10 @@ class Row:
 
     @property
     def partial(self) -> bool:
-        return bool(self.missing)
+        """The Avg is over fewer benchmarks than the table has: always marked, even when every row
+        lacks the same ones (then the rows still compare with each other, but not with an Avg
+        over all the columns, such as the paper's)."""
+        return bool(self.missing or self.na_everywhere)
 
     @property
     def name(self) -> str:
@@ -89,7 +93,7 @@ def build_table(records, *, benchmarks: list[str] | None = None, baseline: str |
     rows = _make_rows(latest, columns)
     valued = [b for b in columns if any(r.cells.get(b) is not None for r in rows)]
     for row in rows:
-        _set_avg(row, valued)
+        _set_avg(row, valued, columns)
     pairs = baseline_pairs(rows, baseline)
     _set_deltas(pairs, columns)
     _mark_best(rows, columns)
@@ -151,12 +155,14 @@ def _fill_cells(row: Row) -> None:
             row.spread[bench] = std
 
 
-def _set_avg(row: Row, valued: list[str]) -> None:
-    # Only columns where some row has a number count: a benchmark n/a everywhere (no judge key)
-    # leaves every row comparable; one missing in this row only makes its Avg partial.
+def _set_avg(row: Row, valued: list[str], columns: list[str]) -> None:
+    # Only columns where some row has a number count: a benchmark n/a everywhere (no judge) leaves
+    # every row comparable with the others, though still partial; one missing in this row only
+    # makes its Avg incomparable too.
     present = [row.cells[b] for b in valued if row.cells.get(b) is not None]
     row.avg = fmean(present) if present else None
     row.missing = [b for b in valued if row.cells.get(b) is None]
+    row.na_everywhere = [b for b in columns if b not in valued]
 
 
 def baseline_pairs(rows: list[Row], baseline: str | None) -> list[tuple[Row, Row]]:
@@ -211,8 +217,8 @@ def _mark_best(rows: list[Row], columns: list[str]) -> None:
 
 
 def _score(row: Row, col: str) -> float | None:
-    if col == AVG:
-        return None if row.partial else row.avg
+    if col == AVG:   # an Avg without a column the other rows have never wins
+        return None if row.missing else row.avg
     return row.cells.get(col)
 
 

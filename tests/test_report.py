@@ -102,9 +102,13 @@ def test_compare_with_paper_shows_measured_paper_and_difference():
 def test_na_is_never_counted_as_zero():
     table = build_table([rec("vanilla", "A", 60.0), rec("vanilla", "B", None),
                          rec("CapRL-1M", "A", 70.0), rec("CapRL-1M", "B", None)])
-    # B is n/a everywhere: every row is still comparable, so no Avg is partial
-    assert [r.avg for r in table.rows] == [60.0, 70.0] and not any(r.partial for r in table.rows)
-    assert "| vanilla | 60.0 | n/a | 60.0 |" in to_markdown(table)
+    # B is n/a everywhere: the rows still compare with each other (the best Avg is marked), but
+    # every Avg is over 1 of the table's 2 benchmarks, so every one is marked partial, and said why
+    assert [r.avg for r in table.rows] == [60.0, 70.0] and all(r.partial for r in table.rows)
+    assert [r.missing for r in table.rows] == [[], []] and [r.na_everywhere for r in table.rows] == [["B"], ["B"]]
+    md = to_markdown(table)
+    assert "| vanilla | 60.0 | n/a | 60.0* |" in md and "| CapRL-1M | **70.0** | n/a | **70.0*** |" in md
+    assert "- every row: Avg without B (no row has a score there)" in md
     one_na = build_table([rec("vanilla", "A", 60.0), rec("vanilla", "B", 40.0), rec("CapRL-1M", "A", 70.0),
                           rec("CapRL-1M", "B", None)])
     assert row(one_na, "CapRL-1M").avg == 70.0 and row(one_na, "CapRL-1M").missing == ["B"]

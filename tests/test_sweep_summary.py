@@ -6,6 +6,8 @@ import json
 import os
 import time
 
+import pytest
+
 from harness.status import RunStatus
 from harness.sweep import format_summary, job_summaries
 
