@@ -87,9 +87,50 @@ def judge_warnings(entries: list[dict], env: Mapping[str, str] | None = None) ->
     return out
 
 
-def split_judge(entries: list[dict], env: Mapping[str, str] | None = None) -> tuple[list[dict], dict[str, str]]:
-    """Runnable entries, and {task: reason} for judge tasks skipped for lack of a key."""
+def judge_models_url(env: Mapping[str, str] | None = None) -> str | None:
+    """The model list of the judge lmms-eval's providers would call (None: a provider whose
+    address this stage does not know: azure, bedrock)."""
+    env = os.environ if env is None else env
+    api_type = env.get("API_TYPE", "openai").strip().lower()
+    if api_type == "local":   # a full .../chat/completions URL (lmms-eval's local provider)
+        url = env.get("LLM_JUDGE_URL", "http://localhost:8000/v1/chat/completions").rstrip("/")
+        return url.removesuffix("/chat/completions") + "/models"
+    if api_type in ("openai", "async_openai"):
+        url = env.get("OPENAI_API_URL", "https://api.openai.com/v1").rstrip("/")
+        return url.removesuffix("/chat/completions") + "/models"
+    return None
+
+
+def judge_answers(env: Mapping[str, str] | None = None, timeout_s: float = 10.0) -> tuple[bool, str]:
+    """(answers, reason): whether the judge is there before any question is asked of it. lmms-eval
+    catches a judge's connection errors per question and scores those questions 0, so a dead
+    judge would otherwise print a real-looking score as "ok"."""
+    env = os.environ if env is None else env
+    url = judge_models_url(env)
+    if url is None:
+        return True, ""
+    import httpx
+
+    var = JUDGE_KEY_VARS.get(env.get("API_TYPE", "openai").strip().lower(), "")
+    headers = {"Authorization": f"Bearer {env[var]}"} if var.endswith("_KEY") and env.get(var) else {}
+    try:
+        reply = httpx.get(url, headers=headers, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        return False, f"judge task: the judge at {url} does not answer ({type(exc).__name__}: {exc})"
+    if reply.status_code != 200:
+        return False, f"judge task: the judge at {url} answered HTTP {reply.status_code}"
+    return True, ""
+
+
+def split_judge(entries: list[dict], env: Mapping[str, str] | None = None,
+                probe: bool = False) -> tuple[list[dict], dict[str, str]]:
+    """Runnable entries, and {task: reason} for judge tasks skipped: no key, or (probe=True, where
+    the tasks are about to run) a judge that does not answer. Skipped tasks are n/a, never 0."""
+    if not any(e["judge"] for e in entries):
+        return entries, {}
     ok, reason = judge_key_status(env)
+    if ok and probe:
+        ok, reason = judge_answers(env)
     if ok:
         return entries, {}
     return [e for e in entries if not e["judge"]], {e["task"]: reason for e in entries if e["judge"]}

@@ -29,7 +29,7 @@ def run_evaluation(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixel
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = eval_settings(eval_cfg)
     entries = task_entries(benchmarks)
-    runnable, skipped = split_judge(entries)
+    runnable, skipped = split_judge(entries, probe=True)
     margs = model_args(model_dir, pixels, cfg)
     for task, reason in skipped.items():
         log(f"skipping {task}: {reason}; reported as n/a")
@@ -42,7 +42,10 @@ def run_evaluation(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixel
         write_local_tasks(runnable, out_dir / "tasks")
         if cfg["offline"]:
             _check_offline_data(runnable)
-        argv, env = build_command(model_dir, out_dir, benchmarks=benchmarks, pixels=pixels, eval_cfg=cfg)
+        # only the tasks that run: a judge task skipped above (its judge does not answer) is n/a
+        running = {e["task"] for e in runnable}
+        to_run = {**benchmarks, "tasks": [t for t in benchmarks["tasks"] if t["task"] in running]}
+        argv, env = build_command(model_dir, out_dir, benchmarks=to_run, pixels=pixels, eval_cfg=cfg)
         log("lmms-eval: " + " ".join(argv))
         started = time.time()
         # cwd = the stage folder: lmms-eval writes stray files (submissions) into its working

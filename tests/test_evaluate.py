@@ -256,3 +256,30 @@ def test_embedded_benchmark_scores_are_real_and_follow_the_model(tmp_path, synth
     # The biased model answers `word` to everything: exactly the questions whose answer is `word`.
     assert scores["biased"] == round(100 * answers.count(word) / len(answers), 4) > 0
     assert scores["random"] < scores["biased"]
+
+
+def test_a_judge_that_does_not_answer_makes_its_tasks_na_not_zero():
+    """lmms-eval scores a question 0 when its judge call fails, so a dead judge is found before
+    the tasks run: its tasks are skipped with the reason (n/a), the others run."""
+    import socket
+
+    from evaluation.benchmarks import judge_answers, split_judge
+    from tests.stub_endpoint import StubEndpoint
+
+    entries = [{"task": "mathvista_testmini", "judge": True}, {"task": "ai2d", "judge": False}]
+    with socket.socket() as s:   # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    env = {"API_TYPE": "local", "LLM_JUDGE_URL": dead + "/chat/completions"}
+    runnable, skipped = split_judge(entries, env, probe=True)
+    assert runnable == [entries[1]] and list(skipped) == ["mathvista_testmini"]
+    assert skipped["mathvista_testmini"].startswith(f"judge task: the judge at {dead}/models does not answer")
+    assert split_judge(entries, env) == (entries, {})   # without the probe (plan, command) the key decides
+    stub = StubEndpoint(model="judge")
+    try:
+        assert judge_answers({"API_TYPE": "local", "LLM_JUDGE_URL": stub.url + "/chat/completions"}) == (True, "")
+        env = {"API_TYPE": "openai", "OPENAI_API_KEY": "sk-test", "OPENAI_API_URL": stub.url}
+        assert split_judge(entries, env, probe=True) == (entries, {})
+        assert stub.requests == []   # asked for its model list only, no question
+    finally:
+        stub.close()
