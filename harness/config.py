@@ -7,7 +7,6 @@ Before any work, every job of a (multi)run is composed and checked against every
 
 from __future__ import annotations
 
-import itertools
 import os
 from pathlib import Path
 from typing import Sequence
@@ -121,11 +120,24 @@ def to_plain(cfg: DictConfig) -> dict:
 
 def job_overrides(overrides: Sequence[str]) -> list[list[str]]:
     """The overrides of every job of a (multi)run: the cartesian product of the sweep values."""
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    fixed = [ov.input_line for ov in parsed if not ov.is_sweep_override()]
-    sweeps = [[f"{ov.get_key_element()}={v}" for v in ov.sweep_string_iterator()]
-              for ov in parsed if ov.is_sweep_override()]
-    return [fixed + list(combo) for combo in itertools.product(*sweeps)]
+    # Expanded by Hydra's basic sweeper's own function, so the jobs checked are the jobs it runs;
+    # the parser gets a config loader, so glob() sees the config group's options. An interval has
+    # no values to list: refused here, before any work.
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+    parsed = OverridesParser.create(config_loader=_config_loader()).parse_overrides(list(overrides))
+    for ov in parsed:
+        if ov.is_sweep_override() and not ov.is_discrete_sweep():
+            raise BadOverride(f"{ov.input_line}: an interval sweep lists no values to run (use choice, range or glob)")
+    (jobs,) = BasicSweeper.split_arguments(parsed, None)
+    return [list(job) for job in jobs]
+
+
+def _config_loader():
+    from hydra._internal.config_loader_impl import ConfigLoaderImpl
+    from hydra._internal.utils import create_config_search_path
+
+    return ConfigLoaderImpl(config_search_path=create_config_search_path(str(CONFIG_DIR)))
 
 
 def compose_job(job: Sequence[str]) -> dict:

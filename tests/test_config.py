@@ -152,6 +152,19 @@ def test_plan_of_a_sweep_prints_every_job(results_dir):
     assert proc.stdout.count("train.further_pretrain [to do]") == 2   # vanilla has none
 
 
+def test_plan_expands_hydras_glob_and_range_sweeps(results_dir):
+    proc = subprocess.run(harness_cmd("plan", "captions=glob(synthetic_*)", "seed=range(1,3)"), capture_output=True,
+                          text=True, cwd=REPO, env=subprocess_env(results_dir))
+    assert proc.returncode == 0, proc.stderr
+    heads = [line for line in proc.stdout.splitlines() if line.startswith("=" * 20)]
+    assert heads == [f"{'=' * 20} job {i} of 4: {job}" for i, job in enumerate(
+        ["captions=synthetic_dense seed=1", "captions=synthetic_dense seed=2", "captions=synthetic_sparse seed=1",
+         "captions=synthetic_sparse seed=2"], 1)]
+    bad = subprocess.run(harness_cmd("run", "-m", "seed=interval(0,1)"), capture_output=True, text=True, cwd=REPO,
+                         env=subprocess_env(results_dir))
+    assert bad.returncode == 2 and "an interval sweep lists no values to run" in bad.stderr, bad.stderr
+
+
 def test_run_only_settings_of_a_source_do_not_change_its_fingerprint(results_dir):
     """How many workers prepare the data, or what plan estimates, must not redo data_prep (hours)
     and everything trained on it; what the data holds must."""
