@@ -1,9 +1,10 @@
 """The one way a stage runs an external tool (LLaMA-Factory, lmms-eval, torchrun, a server):
 in its own process, on files written to disk, its output appended to the stage log.
 
-Guarantees every stage gets alike: the tool dies with the harness (even on SIGKILL), so a re-run
-never races an orphan writing into the folder it is about to clear; any exception while reading
-its output (a failed line check, Ctrl-C) terminates the tool's process tree; the log is appended,
+Guarantees every stage gets alike: the tool and every process it starts die with the harness
+(even on SIGKILL), so a re-run never races an orphan writing into the folder it is about to clear;
+any exception while reading its output (a failed line check, Ctrl-C) ends the tool's whole
+process tree (stagekit/group.py); the log is appended,
 never truncated, so a resumed stage keeps the story of its earlier attempts; secrets are masked
 by one rule, in the command line shown and in every output line."""
 
@@ -115,8 +116,10 @@ def _start(argv: Sequence[str], env: Mapping[str, str] | None, cwd: Path | None,
     full_env = {**os.environ, **(env or {})}
     log.write(f"\n$ {shell_line(argv, env)}\n")
     log.flush()
-    proc = subprocess.Popen(list(argv), env=full_env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, errors="replace", bufsize=1, preexec_fn=_die_with_parent)
+    # Through stagekit.group: the tool's whole process tree ends with the stage, and with the harness.
+    proc = subprocess.Popen([sys.executable, "-m", "stagekit.group", *argv], env=full_env, cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                            bufsize=1, start_new_session=True, preexec_fn=_die_with_parent)
     return proc, secret_values(full_env)
 
 
@@ -137,18 +140,19 @@ def _pump(proc: subprocess.Popen, log, secrets: Sequence[str], echo: bool, tail:
 
 
 def _die_with_parent() -> None:
-    """If the harness is killed (even SIGKILL), the tool it launched gets SIGKILL too (Linux prctl)."""
+    """If the harness is killed (even SIGKILL), the tool's supervisor gets SIGTERM and ends the
+    tool's process group (Linux prctl PR_SET_PDEATHSIG)."""
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     except OSError:
         pass
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """SIGTERM (torchrun forwards it to its workers); SIGKILL if it does not stop within 30 s.
-    The tool stays in the harness's process group, so killing that group kills it all."""
+    """SIGTERM to the tool's supervisor, which ends the tool's whole process group (SIGTERM, then
+    SIGKILL after 20 s: stagekit/group.py); SIGKILL to the supervisor if it has not exited in 30 s."""
     proc.terminate()
     try:
         proc.wait(timeout=30)

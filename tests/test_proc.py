@@ -65,3 +65,80 @@ def test_a_non_zero_exit_is_returned_when_not_checked(tmp_path):
     done = run_logged([sys.executable, "-c", "print('\\x1b[1mbold\\x1b[0m'); raise SystemExit(4)"],
                       log_path=tmp_path / "log", echo=False, check=False)
     assert (done.returncode, done.tail) == (4, ["bold"])   # colour codes stripped
+
+
+# A launcher built as LLaMA-Factory's is (it runs torchrun with subprocess.run): the worker is the
+# launcher's child, the harness's grandchild. The worker writes its pid, then a tick every 50 ms
+# into a file in the "stage folder", for as long as it lives.
+LAUNCHER = """
+import subprocess, sys
+worker = '''
+import os, sys, time
+open(sys.argv[1] + '/worker.pid', 'w').write(str(os.getpid()))
+while True:
+    with open(sys.argv[1] + '/ticks', 'a') as f:
+        f.write('.')
+    time.sleep(0.05)
+'''
+print('[INFO] llamafactory.model.loader:144 >> trainable params: 22,736 || all params: 181,728 || trainable%: 12.5', flush=True)
+subprocess.run([sys.executable, '-c', worker, sys.argv[1]])
+"""
+
+
+def _gone(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _wait_for(predicate, timeout_s: float) -> bool:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def _assert_worker_stopped(folder) -> None:
+    pid = int((folder / "worker.pid").read_text())
+    assert _wait_for(lambda: _gone(pid), 30), f"the launcher's worker {pid} outlived its stage"
+    ticks = (folder / "ticks").stat().st_size
+    time.sleep(0.3)
+    assert (folder / "ticks").stat().st_size == ticks   # nothing writes into the stage folder any more
+
+
+def test_a_failed_line_check_ends_the_launchers_workers_too(tmp_path):
+    def check(line):
+        if parse_lf_count(line) is not None:
+            assert _wait_for(lambda: (tmp_path / "worker.pid").exists(), 30)
+            raise TrainableMismatch("should train 100")
+
+    with pytest.raises(TrainableMismatch):
+        run_logged([sys.executable, "-c", LAUNCHER, str(tmp_path)], log_path=tmp_path / "log", echo=False,
+                   on_line=check)
+    _assert_worker_stopped(tmp_path)
+
+
+def test_sigkill_of_the_harness_alone_ends_the_launchers_workers(tmp_path):
+    """Only the harness's own pid is killed (not its process group, as a node failure or an OOM
+    kill would): the tool's supervisor gets the parent-death signal and ends the tool's group."""
+    import os
+    import signal
+    import subprocess
+
+    harness = ("import sys; from stagekit.proc import run_logged; from pathlib import Path\n"
+               f"run_logged([sys.executable, '-c', {LAUNCHER!r}, {str(tmp_path)!r}], "
+               f"log_path=Path({str(tmp_path / 'log')!r}), echo=False)\n")
+    proc = subprocess.Popen([sys.executable, "-c", harness], start_new_session=True)
+    try:
+        assert _wait_for(lambda: (tmp_path / "worker.pid").exists(), 60)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        _assert_worker_stopped(tmp_path)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
