@@ -134,7 +134,7 @@ def run_answers(job: StageRun) -> dict:
     def make(key: str) -> Item:
         q, cap = asks[key]
         return Item(key, answer_messages(q.system, c["answer_prompt"], cap, q.question),
-                    meta={"benchmark": q.benchmark, "qid": q.qid})
+                    meta={"benchmark": q.benchmark, "qid": q.qid}, empty_ok=True)
 
     job.log(f"{len(questions)} questions, {len(asks)} answers to ask {ep.name} ({ep.model})")
     out = asyncio.run(_ask(ep, list(asks), make, job))

@@ -88,20 +88,36 @@ class ChatClient:
                                    "(vLLM: --served-model-name; LLaMA-Factory: API_MODEL_NAME)")
         return served
 
-    async def chat(self, messages: list[dict], n: int = 1, what: str = "request") -> Reply:
-        """n completions of one conversation (asked for in as many calls as the server needs)."""
+    async def chat(self, messages: list[dict], n: int = 1, what: str = "request", empty_ok: bool = False) -> Reply:
+        """n completions of one conversation (asked for in as many calls as the server needs).
+
+        An empty, blank or null completion is no caption: it is asked for again, like a reply that
+        is not a chat completion at all (a server answering 200 with garbage), up to the retry
+        limit; then the request fails, so the image is listed in failures.jsonl and asked for
+        again by the next run, never journaled as done with nothing to train on. empty_ok: an
+        empty completion is a valid reply (an answer to a question, scored like a wrong one)."""
         texts: list[str] = []
-        tokens, reasons = 0, []
+        tokens, reasons, bad = 0, [], 0
         while len(texts) < n:
             body = self._body(messages, n - len(texts))
             resp = await self._with_retries(lambda: self._http.post(f"{self.base_url}/chat/completions", json=body),
                                             what)
-            got = _parse_reply(resp, what)
-            if not got.texts:
-                raise RequestFailed(f"{what}: the endpoint returned no choices")
-            texts += got.texts
+            try:
+                got = _parse_reply(resp, what)
+                problem = "" if got.texts else f"{what}: the endpoint returned no choices"
+            except RequestFailed as exc:
+                got, problem = Reply([], 0, []), str(exc)
+            kept = [(t, r) for t, r in zip(got.texts, got.finish_reasons) if empty_ok or t.strip()]
+            if len(kept) < len(got.texts):
+                problem = f"{what}: the endpoint returned an empty completion"
+            texts += [t for t, _ in kept]
+            reasons += [r for _, r in kept]
             tokens += got.completion_tokens
-            reasons += got.finish_reasons
+            if problem:
+                bad += 1
+                if bad > self.ep.retries:
+                    raise RequestFailed(f"{problem} ({bad} time{'s' if bad > 1 else ''})")
+                await asyncio.sleep(min(self.ep.backoff_s * 2 ** (bad - 1), self.ep.backoff_max_s))
         return Reply(texts[:n], tokens, reasons[:n])
 
     def _body(self, messages: list[dict], n: int) -> dict:

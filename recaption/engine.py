@@ -27,6 +27,9 @@ class Item:
     messages: list[dict]
     n: int = 1                                 # completions wanted
     meta: dict = field(default_factory=dict)   # copied into the journal record
+    # An empty caption is no caption (asked again, then a failure); an empty answer to a question
+    # is an answer, scored like any wrong one.
+    empty_ok: bool = False
 
 
 # key -> its request, built by the worker that sends it: a million pending images are a million
@@ -89,7 +92,7 @@ async def _worker(client: ChatClient, queue: asyncio.Queue, make: MakeItem, jour
         key = queue.get_nowait()
         try:
             item = make(key)
-            reply = await client.chat(item.messages, n=item.n, what=key)
+            reply = await client.chat(item.messages, n=item.n, what=key, empty_ok=item.empty_ok)
         except RequestFailed as exc:   # EndpointRejected propagates: run_items stops every worker
             out.failed[key] = str(exc)
             continue

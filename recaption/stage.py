@@ -94,7 +94,7 @@ def run(job: StageRun) -> dict:
     job.log(f"{len(keys)} images under {c['image_root']}; captioner {ep.name} ({ep.model}), "
             f"concurrency {ep.concurrency}")
     out = asyncio.run(caption_images(ep, keys, Path(c["image_root"]), job.out_dir, job.log))
-    return write_source(job.out_dir, keys, out, ep)
+    return write_source(job.out_dir, keys, out, ep, job.log)
 
 
 async def caption_images(ep, keys: list[str], image_root: Path, out_dir: Path, log, samples: int = 1):
@@ -117,7 +117,12 @@ async def caption_images(ep, keys: list[str], image_root: Path, out_dir: Path, l
                                    runs_log=out_dir / RUNS)
 
 
-def write_source(out_dir: Path, keys: list[str], out, ep) -> dict:
+# Above this share of captions cut off at max_tokens the stage warns: a few long captions are normal,
+# many mean the budget is too small for this captioner (its captions end mid-sentence).
+CUT_WARN_FRACTION = 0.05
+
+
+def write_source(out_dir: Path, keys: list[str], out, ep, log=print) -> dict:
     """captions.jsonl in image-set order (not completion order: the same captions give the same
     file), failures.jsonl, and the stage's summary; raises when too many images failed."""
     from recaption.engine import check_failures
@@ -125,20 +130,24 @@ def write_source(out_dir: Path, keys: list[str], out, ep) -> dict:
 
     journal = out_dir / JOURNAL
     tmp = out_dir / f".{CAPTIONS}.tmp"
-    written = 0
+    written, cut = 0, 0
     with open(journal, "rb") as src, open(tmp, "w", encoding="utf-8") as dst:
         for offset in offsets_in_order(journal, keys):
             src.seek(offset)
             record = json.loads(src.readline())
             dst.write(json.dumps({"image": record["key"], "caption": record["texts"][0]}, ensure_ascii=False) + "\n")
             written += 1
+            cut += (record.get("finish_reasons") or [None])[0] == "length"
     tmp.replace(out_dir / CAPTIONS)
     problem = check_failures(out, ep.max_failed_fraction, out_dir / FAILURES, "images")
-    summary = {"images": len(keys), "captioned": written, "failed": len(out.failed),
+    summary = {"images": len(keys), "captioned": written, "failed": len(out.failed), "cut_at_max_tokens": cut,
                "requested_this_run": out.total - out.done_before, "seconds": round(out.seconds, 1),
                "images_per_s": round(out.succeeded / out.seconds, 3) if out.seconds else None,
                "tokens_per_s": round(out.tokens / out.seconds, 1) if out.seconds else None}
     write_json_atomic(out_dir / "summary.json", summary)
+    if written and cut / written > CUT_WARN_FRACTION:
+        log(f"warning: {cut} of {written} captions stopped at max_tokens={ep.sampling['max_tokens']} "
+            "(finish_reason 'length'): they end mid-sentence; raise max_tokens or check the captioner")
     if problem:
         raise RuntimeError(problem)
     return summary

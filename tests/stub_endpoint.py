@@ -13,8 +13,13 @@ class StubEndpoint:
     """`script`: status codes to answer chat requests with, in order (then 200 for ever).
     Records every chat request body and the Authorization headers it saw."""
 
-    def __init__(self, model: str = "stub", script: list[int] | None = None, delay_s: float = 0.0):
+    def __init__(self, model: str = "stub", script: list[int] | None = None, delay_s: float = 0.0,
+                 replies: list | None = None):
+        """`replies`: what the 200 answers hold, in order (then the default caption): a string or
+        None is the message content of every choice, bytes is sent as the whole body."""
         self.model, self.script, self.delay_s = model, list(script or []), delay_s
+        self.replies = list(replies or [])
+        self.finish_reason = "stop"
         self.requests: list[dict] = []
         self.auth: list[str | None] = []
         self._lock = threading.Lock()
@@ -62,8 +67,16 @@ class StubEndpoint:
                 if code != 200:
                     return self._send(code, {"error": {"message": f"scripted {code}"}})
                 n = body.get("n", 1)
-                choices = [{"index": i, "message": {"role": "assistant", "content": f"caption {i} \\boxed{{red}}"},
-                            "finish_reason": "stop"} for i in range(n)]
+                with stub._lock:
+                    reply = stub.replies.pop(0) if stub.replies else "default"
+                if isinstance(reply, bytes):
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(reply)))
+                    self.end_headers()
+                    return self.wfile.write(reply)
+                choices = [{"index": i, "message": {"role": "assistant", "content":
+                            f"caption {i} \\boxed{{red}}" if reply == "default" else reply},
+                            "finish_reason": stub.finish_reason} for i in range(n)]
                 self._send(200, {"id": "x", "object": "chat.completion", "choices": choices,
                                  "usage": {"completion_tokens": 5 * n}})
 

@@ -235,3 +235,32 @@ def test_the_images_of_a_data_prep_output_in_row_order(tmp_path):
             {"messages": [], "images": [f"{root}/b.png"]}]
     (shards / "shard-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert prepared_images(tmp_path / "prep", str(root)) == ["b.png", "a.png"]
+
+
+def test_empty_and_garbage_replies_are_asked_again_then_listed_never_journaled(images, tmp_path):
+    """An empty, blank or null caption is no caption, and a 200 whose body is not a chat
+    completion is a server hiccup: both are asked for again; past the retry limit the image is a
+    failure with its reason, and the next run asks for it again."""
+    server = StubEndpoint(replies=["", "   \n", None, b"<html>oops</html>"])
+    try:
+        out = run(endpoint(server.url, retries=4), ["0.png"], images, tmp_path / "o")
+        assert (out.succeeded, out.failed) == (1, {}) and len(server.requests) == 5
+        server.replies = [""] * 3
+        out = run(endpoint(server.url, retries=2), ["1.png"], images, tmp_path / "p")
+        assert out.failed == {"1.png": "1.png: the endpoint returned an empty completion (3 times)"}
+        assert not (tmp_path / "p" / JOURNAL).exists() or "1.png" not in (tmp_path / "p" / JOURNAL).read_text()
+        out = run(endpoint(server.url, retries=2), ["1.png"], images, tmp_path / "p")   # asked again, now answered
+        assert (out.succeeded, out.failed) == (1, {})
+    finally:
+        server.close()
+
+
+def test_captions_cut_at_max_tokens_are_counted_and_warned_about(stub, images, tmp_path):
+    stub.finish_reason = "length"
+    ep = endpoint(stub.url)
+    out = run(ep, ["0.png", "1.png"], images, tmp_path / "o")
+    said: list[str] = []
+    summary = write_source(tmp_path / "o", ["0.png", "1.png"], out, ep, said.append)
+    assert (summary["captioned"], summary["cut_at_max_tokens"]) == (2, 2)
+    assert said == ["warning: 2 of 2 captions stopped at max_tokens=2048 (finish_reason 'length'): they end "
+                    "mid-sentence; raise max_tokens or check the captioner"]
