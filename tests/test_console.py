@@ -168,3 +168,33 @@ def test_plan_of_a_run_in_progress_shows_the_measured_rate_and_eta(results_dir):
     plan = render_plan(cfg)
     block = plan.split(". train.alignment [")[1].split("\n\n")[0]
     assert "in progress: step 50/200, 64.0 samples/s measured, ETA 0:01:15" in block
+
+
+def test_library_info_logs_stay_out_of_the_console():
+    """The job's logging config (Hydra's job_logging, as composed) lets a library's warnings through
+    but not its INFO lines: httpx logs one per HTTP request, a million for a million images."""
+    import logging
+    import logging.config
+
+    from omegaconf import OmegaConf
+
+    from harness.config import compose_config
+    from tests.stub_endpoint import StubEndpoint
+
+    conf = OmegaConf.to_container(compose_config([]).hydra.job_logging, resolve=False)
+    conf["handlers"] = {"console": {**conf["handlers"]["console"], "stream": "ext://sys.stderr"}}
+    conf["root"]["handlers"] = ["console"]
+    stub = StubEndpoint()
+    code = ("import logging.config, httpx, json, sys\n"
+            f"logging.config.dictConfig(json.loads({json.dumps(json.dumps(conf))}))\n"
+            f"httpx.get({stub.url!r} + '/models')\n"
+            "logging.getLogger('httpx').warning('a warning')\n"
+            "logging.getLogger('harness').info('our own line')\n")
+    try:
+        import subprocess
+        import sys
+
+        err = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    finally:
+        stub.close()
+    assert "HTTP Request" not in err and "a warning" in err and "our own line" in err, err
