@@ -193,3 +193,31 @@ def test_each_part_records_a_thread_budget_that_fits_the_cores(world, tmp_path, 
         assert info["cores"] == cores_given() and info["processes"] == min(parts, cores_given())
         assert info["threads"] >= 1 and info["threads"] * info["processes"] <= info["cores"]
     assert sum(i["rows_in"] for i in infos) == 48
+
+
+@pytest.mark.parametrize("overrides", [[], ["train.common.packing=true", "train.common.per_device_train_batch_size=1",
+                                            "+train.common.extra.mask_history=true", "pixels.max_pixels=50176"]],
+                         ids=["default", "packed-extra-pixels"])
+def test_the_tokenize_stage_renders_exactly_the_training_yamls_data_keys(tmp_path, overrides):
+    """Pretokenized data must be what training would tokenize itself: for every training stage, each
+    key the tokenize stage gives LLaMA-Factory has the training YAML's value, and the training YAML
+    has no data-deciding key the tokenize stage lacks."""
+    from harness.chain import build_chain
+    from harness.config import compose_config, to_plain
+    from stagekit import StageLog, StageRun
+    from train import stage as train_stage
+    from train import tokenize_stage
+
+    chain = {s.name: s for s in build_chain(to_plain(compose_config(["train.common.pretokenize=2", *overrides])))}
+    inputs = {"model": tmp_path / "init_vlm", "data": tmp_path / "data"}
+    for name in ("alignment", "further_pretrain", "sft"):
+        tok, train = chain[f"tokenize.{name}"], chain[f"train.{name}"]
+        log = StageLog(name, tmp_path / "log", echo=False)
+        tok_keys = tokenize_stage.lf_yaml(StageRun(tok.name, tmp_path, inputs, tok.config, log, tok.settings))
+        job = StageRun(train.name, tmp_path, {**inputs, "data": tmp_path / "data"}, train.config, log, train.settings)
+        lf = train_stage.render(job, tokenized_path=None, resolve_master=False).lf
+        assert tok_keys == {k: lf[k] for k in tok_keys}, name
+        assert tok_keys["image_max_pixels"] == (50176 if overrides else 12544)
+        deciding = {"template", "cutoff_len", "image_max_pixels", "image_min_pixels", "packing", "neat_packing",
+                    "dataset", "dataset_dir", "media_dir", "model_name_or_path", "mask_history"}
+        assert deciding & set(lf) <= set(tok_keys), name

@@ -27,26 +27,43 @@ def packs(config: Mapping[str, Any]) -> bool:
     return bool(spec.get("packing", common.get("packing", False)))
 
 
+def data_keys(*, model_dir: Path, dataset_dir: Path, dataset: str, pixels: Mapping[str, Any], template: str,
+              cutoff_len: int, packing: bool, extra: Mapping[str, Any]) -> dict:
+    """The LLaMA-Factory keys that decide what a stage's data becomes once tokenized: the one
+    source of them for the training YAML and for the tokenize stage (train/tokenize_stage.py),
+    so that pretokenized data is exactly what training would have tokenized itself."""
+    keys: dict[str, Any] = {
+        "model_name_or_path": str(model_dir),
+        "trust_remote_code": False,
+        "image_max_pixels": pixels["max_pixels"],   # the pixel budget of data_prep and evaluation
+        "image_min_pixels": pixels["min_pixels"],
+        "dataset_dir": str(dataset_dir),
+        "dataset": dataset,
+        "media_dir": str(dataset_dir),   # image paths are absolute; set anyway, so a relative one resolves here
+        "template": template,
+        "cutoff_len": cutoff_len,
+    }
+    if packing:
+        # neat_packing, never plain packing: a sample attending to the samples packed before it
+        # trains on text it was never paired with
+        keys.update({"packing": True, "neat_packing": True})
+    return {**keys, **dict(extra or {})}
+
+
 def render_lf_config(*, config: Mapping[str, Any], model_dir: Path, dataset_dir: Path, dataset: str,
                      output_dir: Path, tokenized_path: Path | None, deepspeed_json: Path | None) -> dict:
     common, spec = config["common"], config["stage"]
     world = world_size(config["world_size"])
+    data = data_keys(model_dir=model_dir, dataset_dir=dataset_dir, dataset=dataset, pixels=config["pixels"],
+                     template=common["template"], cutoff_len=common["cutoff_len"], packing=packs(config),
+                     extra=common.get("extra") or {})
     yaml: dict[str, Any] = {
-        # model
-        "model_name_or_path": str(model_dir),
-        "trust_remote_code": False,
-        "image_max_pixels": config["pixels"]["max_pixels"],   # the pixel budget of data_prep and evaluation
-        "image_min_pixels": config["pixels"]["min_pixels"],
         # method: full fine-tuning, the three freeze flags always explicit (LLaMA-Factory's defaults
         # for them differ between versions, and a silently frozen part wastes a run)
         "stage": "sft",
         "do_train": True,
         "finetuning_type": "full",
         **{k: bool(spec[k]) for k in FREEZE_KEYS},
-        # dataset
-        "dataset_dir": str(dataset_dir),
-        "dataset": dataset,
-        "media_dir": str(dataset_dir),   # image paths are absolute; set anyway, so a relative one resolves here
         "overwrite_cache": False,
         # output
         "output_dir": str(output_dir),
@@ -62,17 +79,14 @@ def render_lf_config(*, config: Mapping[str, Any], model_dir: Path, dataset_dir:
         "data_seed": int(config["seed"]),
     }
     yaml.update({k: common[k] for k in _COMMON_KEYS})
+    yaml.update(data)
     # LLaMA-Factory enables checkpointing itself (not through the HF Trainer flag). Reentrant
     # checkpointing breaks with a frozen LLM ("None of the inputs have requires_grad").
     yaml["disable_gradient_checkpointing"] = not common["gradient_checkpointing"]
     yaml["use_reentrant_gc"] = False
-    if packs(config):
-        # neat_packing, never plain packing: a sample attending to the samples packed before it
-        # trains on text it was never paired with
-        yaml.update({"packing": True, "neat_packing": True})
     if tokenized_path is not None:
         yaml["tokenized_path"] = str(tokenized_path)
     if deepspeed_json is not None:
         yaml["deepspeed"] = str(deepspeed_json)
-    yaml.update(common.get("extra") or {})
+    yaml.update(common.get("extra") or {})   # last: a pass-through key wins over the harness's own
     return yaml

@@ -79,15 +79,13 @@ def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
 
 
 def lf_yaml(job: StageRun) -> dict:
-    """The data-deciding keys of the training stage's YAML, as train/render.py writes them."""
+    """The data-deciding keys of the training stage's YAML, from the renderer's own source of them."""
+    from train.render import data_keys
+
     c, data = job.config, job.inputs["data"]
-    y = {"model_name_or_path": str(job.inputs["model"] / "model"), "trust_remote_code": False,
-         "image_max_pixels": c["pixels"]["max_pixels"], "image_min_pixels": c["pixels"]["min_pixels"],
-         "dataset_dir": str(data), "dataset": job.settings["dataset"], "media_dir": str(data),
-         "template": c["template"], "cutoff_len": c["cutoff_len"]}
-    if c["packing"]:
-        y.update({"packing": True, "neat_packing": True})
-    return {**y, **c["extra"]}
+    return data_keys(model_dir=job.inputs["model"] / "model", dataset_dir=data, dataset=job.settings["dataset"],
+                     pixels=c["pixels"], template=c["template"], cutoff_len=c["cutoff_len"], packing=c["packing"],
+                     extra=c["extra"])
 
 
 def run(job: StageRun) -> dict:
