@@ -79,3 +79,12 @@ def test_trainable_declaration_must_match_the_freeze_flags():
             "freeze_language_model": False}
     with pytest.raises(TrainableMismatch, match="trainable='projector' needs .*freeze_language_model=True"):
         check_flags(spec, "alignment")
+
+
+def test_every_stage_resumes_from_its_checkpoints_and_keeps_what_resuming_needs(results_dir):
+    """A stage killed mid-way resumes from its last checkpoint: LLaMA-Factory overwriting its output
+    folder would start it over, and a checkpoint without the optimizer state cannot resume."""
+    _, yamls = rendered([])
+    for name, y in yamls.items():
+        assert (y["overwrite_output_dir"], y["save_only_model"], y["overwrite_cache"]) == (False, False, False), name
+        assert y["output_dir"] == "/o/model", name
