@@ -93,6 +93,10 @@ def test_chain_tokenizes_before_training_only_when_asked(results_dir):
     # the process count is run-only: any count gives the same rows
     other = chain_fingerprints(build_chain(to_plain(compose_config(["train.common.pretokenize=2"]))))
     assert other == chain_fingerprints(chain)
+    # and pretokenizing at all is: training reads the same rows either way, so a stage trained
+    # without it stays done with it
+    trained = {k: v for k, v in chain_fingerprints(chain).items() if not k.startswith("tokenize.")}
+    assert trained == chain_fingerprints(plain)
 
 
 def test_where_the_parts_run_is_run_only_and_checked(results_dir):
@@ -120,7 +124,7 @@ def test_where_the_parts_run_is_run_only_and_checked(results_dir):
         {s.name: fp for s, fp in zip(local, chain_fingerprints(local).values()) if s.kind == "tokenize"}
     with pytest.raises(BadOverride, match=r"tokenize.mem_gb: 0; a number above 0"):
         validate_overrides(["train.common.pretokenize=4", "tokenize=slurm", "tokenize.mem_gb=0"])
-    with pytest.raises(BadOverride, match=r"tokenize: unknown key gpus_per_node; valid keys: cpus_per_task, "):
+    with pytest.raises(BadOverride, match=r"tokenize.gpus_per_node: unknown key; did you mean cpus_per_task\? valid keys: cpus_per_task, "):
         validate_overrides(["tokenize=slurm", "+tokenize.gpus_per_node=1"])   # tokenizing asks for no GPU
 
 

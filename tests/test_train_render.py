@@ -50,6 +50,15 @@ def test_caprl2m_on_4_nodes_x_8_gpus_carries_the_paper_recipe(stage, results_dir
     assert y["image_max_pixels"] == cfg["pixels"]["max_pixels"]
 
 
+def test_every_stage_resumes_from_its_checkpoints_not_overwrites_them(results_dir):
+    """A re-run after a crash continues from the stage folder's last checkpoint: LLaMA-Factory
+    must neither wipe the output folder nor save checkpoints without the optimizer state."""
+    _, yamls = rendered([])
+    assert sorted(yamls) == ["alignment", "further_pretrain", "sft"]
+    for y in yamls.values():
+        assert (y["output_dir"], y["overwrite_output_dir"], y["save_only_model"]) == ("/o/model", False, False)
+
+
 def test_one_gpu_gives_the_same_global_batch_by_accumulation(results_dir):
     _, yamls = rendered(["experiment=caprl2m", "launcher.nproc_per_node=1"])
     assert yamls["alignment"]["gradient_accumulation_steps"] == 64
