@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from stagekit.schema import keys, merge, unknown_keys
+from stagekit.schema import keys, merge, undeclared_keys
 
 
 PIPELINES = ("pretrain", "prism")
@@ -41,7 +41,7 @@ def config_schema() -> dict:
 def schema_problems(cfg: Mapping) -> list[str]:
     """Every key of the run config that no schema declares, with its full path and the nearest
     valid name: a key nobody reads would be fingerprinted and do nothing."""
-    return unknown_keys(cfg, config_schema())
+    return undeclared_keys(cfg, config_schema())
 
 
 def force_list(value: Any) -> list[str]:

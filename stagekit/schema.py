@@ -25,7 +25,7 @@ def keys(*names: str, **sections: Any) -> dict:
     return {**{n: ANY for n in names}, **sections}
 
 
-def unknown_keys(cfg: Mapping, schema: Mapping, path: str = "") -> list[str]:
+def undeclared_keys(cfg: Mapping, schema: Mapping, path: str = "") -> list[str]:
     """A problem line for each key of cfg its schema does not know: its full path and the nearest
     valid name."""
     out = []
@@ -39,7 +39,7 @@ def unknown_keys(cfg: Mapping, schema: Mapping, path: str = "") -> list[str]:
             out.append(unknown_key(where, str(key), schema))
             continue
         if isinstance(sub, Mapping) and isinstance(value, Mapping):
-            out += unknown_keys(value, sub, where)
+            out += undeclared_keys(value, sub, where)
     return out
 
 

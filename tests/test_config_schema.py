@@ -10,7 +10,7 @@ import pytest
 
 from harness.config import BadOverride, REPO, group_options, groups, validate_overrides
 from harness.validate import config_schema
-from stagekit.schema import EACH, keys, unknown_keys
+from stagekit.schema import EACH, keys, undeclared_keys
 
 
 @pytest.mark.parametrize("override, message", [
@@ -47,9 +47,9 @@ def test_extra_is_the_one_pass_through_to_llama_factory(results_dir):
 
 def test_each_entry_of_a_named_mapping_gets_the_entry_schema():
     schema = keys("a", stages={EACH: keys("lr")})
-    assert unknown_keys({"a": 1, "stages": {"s1": {"lr": 1}, "s2": {"lrr": 2}}}, schema) == [
+    assert undeclared_keys({"a": 1, "stages": {"s1": {"lr": 1}, "s2": {"lrr": 2}}}, schema) == [
         "stages.s2.lrr: unknown key; did you mean lr? valid keys: lr"]
-    assert unknown_keys({"a": {"anything": 1}}, schema) == []
+    assert undeclared_keys({"a": {"anything": 1}}, schema) == []
 
 
 # Every option of every config group passes the schema on top of every experiment:
