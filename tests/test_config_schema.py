@@ -109,3 +109,21 @@ def test_every_override_documented_in_the_readme_names_an_option_or_a_declared_k
 def test_every_command_documented_in_the_readme_passes_the_checks(results_dir):
     for overrides in readme_commands():
         validate_overrides(overrides)
+
+
+def test_hydras_sweep_syntax_expands_to_the_jobs_hydra_runs():
+    from harness.config import job_overrides
+
+    assert job_overrides(["captions=glob(*,exclude=[caprl*,*1m,recaptioned*])", "seed=choice(1,2)"]) == [
+        ["captions=synthetic_dense", "seed=1"], ["captions=synthetic_dense", "seed=2"],
+        ["captions=synthetic_sparse", "seed=1"], ["captions=synthetic_sparse", "seed=2"],
+        ["captions=vanilla", "seed=1"], ["captions=vanilla", "seed=2"]]
+    assert job_overrides(["seed=range(0,6,2)"]) == [["seed=0"], ["seed=2"], ["seed=4"]]
+    with pytest.raises(BadOverride, match=r"seed=interval\(0,1\): an interval sweep lists no values to run"):
+        job_overrides(["seed=interval(0,1)"])
+
+
+def test_a_swept_unknown_key_is_refused_for_its_first_job(results_dir):
+    with pytest.raises(BadOverride, match=r"^train.common.warmup_ration: unknown key; did you mean warmup_ratio\? .*"
+                                          r"\(job: captions=synthetic_dense \+train.common.warmup_ration=0.1\)$"):
+        validate_overrides(["captions=glob(synthetic_*)", "+train.common.warmup_ration=0.1,0.2"])
