@@ -4,6 +4,11 @@ workers) is SIGKILLed by its own pid only, as an OOM killer or `kill -9` of the 
 a bounded time no process of the stage remains, nothing writes into its folder afterwards, and
 running the stage again resumes from the checkpoint the killed run left.
 
+Measured here: with the tool started directly (no process group) this test still passed, because
+the workers die on their next write into the dead harness's output pipe (LLaMA-Factory logs every
+step here); the stand-in launcher of tests/test_proc.py, whose worker stays quiet, is the test
+that fails without the group kill. This one shows the real tools end and resume.
+
 ~2 min on 2 shared cores. Run: .venv/bin/python -m pytest tests/test_orphans.py -q"""
 
 from __future__ import annotations
