@@ -85,7 +85,7 @@ def _stage(spec: dict) -> Stage:
     return Stage(name=spec["name"], kind=spec["kind"], config=spec["config"], inputs=inputs,
                  resumable=spec.get("resumable", False), summary=spec.get("summary", ""),
                  settings=spec.get("settings") or {}, version=spec["version"],
-                 every_node=spec.get("every_node", False))
+                 every_node=spec.get("every_node", False), run_only_inputs=tuple(spec.get("run_only_inputs", ())))
 
 
 def _until(stages: list[Stage], until: str | None) -> list[Stage]:

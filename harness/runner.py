@@ -41,7 +41,7 @@ def why_redo(store: Store, stage: Stage, fps: Mapping[str, str], dirs: Mapping[s
         return "not done"
     if forced_before is not None and mine < forced_before:
         return "forced"
-    for name in stage.inputs.values():
+    for name in (n for role, n in stage.inputs.items() if role not in stage.run_only_inputs):
         theirs = store.finished_at(dirs[name], fps[name])
         if theirs is not None and theirs > mine:
             return f"its input {name} was recomputed after it"

@@ -25,6 +25,9 @@ class Stage:
     settings: Mapping[str, Any] = field(default_factory=dict)  # run-only: never fingerprinted
     version: int = 1               # the kind's code version
     every_node: bool = False       # multi-node: nodes > 0 do their share too, not only wait for node 0
+    # input roles that change how fast the stage runs, not what it writes (train's `tokenized`: the
+    # rows LLaMA-Factory would have tokenized itself): kept out of the fingerprint
+    run_only_inputs: tuple[str, ...] = ()
 
 
 def canonical_json(obj: Any) -> str:
@@ -37,7 +40,8 @@ def fingerprint(stage: Stage, upstream: Mapping[str, str]) -> str:
         "kind": stage.kind,
         "version": stage.version,
         "config": stage.config,
-        "inputs": {role: upstream[name] for role, name in sorted(stage.inputs.items())},
+        "inputs": {role: upstream[name] for role, name in sorted(stage.inputs.items())
+                   if role not in stage.run_only_inputs},
     }
     return hashlib.sha256(canonical_json(payload).encode()).hexdigest()
 

@@ -8,8 +8,40 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from stagekit.schema import keys, merge, undeclared_keys
+
 
 PIPELINES = ("pretrain", "prism")
+
+# The run-level keys (configs/hydra/config.yaml, configs/hydra/paths/); every other slice's keys are
+# declared by the package that owns it, in its `schema.py` (`schema_problems`). `job` is written by
+# the harness itself into a job's saved config.
+TOP_SCHEMA = keys("experiment_name", "pipeline", "seed", "cpu_threads", "force", "until", "job",
+                  paths=keys("results_dir", "store_dir", "data_root"),
+                  pixels=keys("min_pixels", "max_pixels"),
+                  cost=keys("gpu", "peak_tflops", "mfu"))
+# Packages that own a config slice without being a stage kind.
+SCHEMA_PACKAGES = ("tracking",)
+
+
+def config_schema() -> dict:
+    """The schema of the whole run config: the run-level keys and each package's `schema.SCHEMA`
+    (every stage kind's package, and SCHEMA_PACKAGES)."""
+    import importlib
+    import importlib.util
+
+    from harness.kinds import CHAIN_ORDER
+
+    packages = dict.fromkeys([k.__name__.rpartition(".")[0] for k in CHAIN_ORDER] + list(SCHEMA_PACKAGES))
+    declared = [importlib.import_module(f"{p}.schema").SCHEMA for p in packages
+                if importlib.util.find_spec(f"{p}.schema") is not None]
+    return merge(TOP_SCHEMA, *declared)
+
+
+def schema_problems(cfg: Mapping) -> list[str]:
+    """Every key of the run config that no schema declares, with its full path and the nearest
+    valid name: a key nobody reads would be fingerprinted and do nothing."""
+    return undeclared_keys(cfg, config_schema())
 
 
 def force_list(value: Any) -> list[str]:
@@ -25,6 +57,9 @@ def run_problems(cfg: Mapping) -> list[str]:
     """Every problem of one job's resolved config, each naming its key; [] when it can run."""
     from harness.chain import active_kinds, build_chain
 
+    unknown = schema_problems(cfg)
+    if unknown:
+        return unknown
     if cfg.get("pipeline", "pretrain") not in PIPELINES:
         return [f"pipeline: {cfg.get('pipeline')!r}; choose one of {', '.join(PIPELINES)}"]
     import tracking

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -26,7 +27,9 @@ from report.stats import (
     sign_flip_p,
     wilson_interval,
 )
-from report.table import Row, Table
+
+if TYPE_CHECKING:   # annotations only: report/table.py calls add_statistics, so no import back at run time
+    from report.table import Row, Table
 
 WILSON = "wilson"
 BOOTSTRAP = "bootstrap"

@@ -12,6 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
+from report.errors import ReportError
+
 RESULTS_NAME = "results.jsonl"
 KEYS = ("run", "backbone", "caption_source", "benchmark", "task", "metric", "value", "n", "status",
         "reason", "lmms_eval_version", "model_args", "timestamp")
@@ -24,8 +26,6 @@ _LABELS = ("run", "backbone", "caption_source", "benchmark", "task", "metric")
 RUN_ONLY_KEYS = ("paths", "force", "until", "cost", "launcher", "seed", "job", "tracker")
 
 
-class ReportError(Exception):
-    """Bad input for the report: a malformed record, a missing path, an unreadable training log."""
 
 
 def collect_records(paths: Iterable[Path]) -> list[dict]:

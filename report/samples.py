@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from report.records import ReportError
+from report.errors import ReportError
 
 # What lmms-eval's default aggregation (mean) times the task's scale may differ from the record
 # value by: the record is rounded to 4 decimals (evaluation/stage.py read_scores).

@@ -191,10 +191,10 @@ def test_every_job_of_a_sweep_is_checked_not_each_value_alone(results_dir):
 
 @pytest.mark.parametrize("override,message", [
     ("captions.reader=nope", "captions: source 'synthetic_dense': reader 'nope' is not one of "),
-    ("+captions.subset_sise=5", "captions: source 'synthetic_dense': unknown keys ['subset_sise']; allowed: "),
+    ("+captions.subset_sise=5", "captions.subset_sise: unknown key; did you mean subset_size? valid keys: "),
     ("eval.device=tpu", "eval.device='tpu'; choose cpu, cuda or cuda:N"),
-    ("+eval.batchsize=2", "eval: unknown key batchsize; valid keys: batch_size, device, "),
-    ("+backbone.vit=x", "backbone: unknown key vit; valid keys: dtype, eval_model, label, "),
+    ("+eval.batchsize=2", "eval.batchsize: unknown key; did you mean batch_size? valid keys: batch_size, device, "),
+    ("+backbone.vit=x", "backbone.vit: unknown key; valid keys: dtype, eval_model, label, "),
     ("backbone.projector_init=xavier", "backbone.projector_init='xavier'; choose one of torch_default, normal"),
     ("cpu_threads=0", "cpu_threads: 0; give a number of threads per process (1 or more), or null for the machine's"),
     ("cpu_threads=true", "cpu_threads: True; give a number of threads per process"),

@@ -62,7 +62,7 @@ def test_a_sweep_over_many_keys_gets_folders_a_file_system_accepts(tmp_path):
 
     values = ",".join(["x" * 240, "y" * 240])
     results = tmp_path / "results"
-    proc = run_harness(results, "run", "-m", "until=world", "experiment_name=e", f"+note={values}")
+    proc = run_harness(results, "run", "-m", "until=world", "experiment_name=e", f"captions.label={values}")
     jobs = sorted(p.name for p in (results / "sweeps" / "e").iterdir() if p.is_dir())
-    assert len(jobs) == 2 and all(re.fullmatch(r"\+note=[xy]{180}\.\.[0-9a-f]{12}", j) for j in jobs), jobs
+    assert len(jobs) == 2 and all(re.fullmatch(r"captions\.label=[xy]{171}\.\.[0-9a-f]{12}", j) for j in jobs), jobs
     assert "| done |" in proc.stdout

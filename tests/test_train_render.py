@@ -50,6 +50,15 @@ def test_caprl2m_on_4_nodes_x_8_gpus_carries_the_paper_recipe(stage, results_dir
     assert y["image_max_pixels"] == cfg["pixels"]["max_pixels"]
 
 
+def test_every_stage_resumes_from_its_checkpoints_not_overwrites_them(results_dir):
+    """A re-run after a crash continues from the stage folder's last checkpoint: LLaMA-Factory
+    must neither wipe the output folder nor save checkpoints without the optimizer state."""
+    _, yamls = rendered([])
+    assert sorted(yamls) == ["alignment", "further_pretrain", "sft"]
+    for y in yamls.values():
+        assert (y["output_dir"], y["overwrite_output_dir"], y["save_only_model"]) == ("/o/model", False, False)
+
+
 def test_one_gpu_gives_the_same_global_batch_by_accumulation(results_dir):
     _, yamls = rendered(["experiment=caprl2m", "launcher.nproc_per_node=1"])
     assert yamls["alignment"]["gradient_accumulation_steps"] == 64
@@ -79,12 +88,3 @@ def test_trainable_declaration_must_match_the_freeze_flags():
             "freeze_language_model": False}
     with pytest.raises(TrainableMismatch, match="trainable='projector' needs .*freeze_language_model=True"):
         check_flags(spec, "alignment")
-
-
-def test_every_stage_resumes_from_its_checkpoints_and_keeps_what_resuming_needs(results_dir):
-    """A stage killed mid-way resumes from its last checkpoint: LLaMA-Factory overwriting its output
-    folder would start it over, and a checkpoint without the optimizer state cannot resume."""
-    _, yamls = rendered([])
-    for name, y in yamls.items():
-        assert (y["overwrite_output_dir"], y["save_only_model"], y["overwrite_cache"]) == (False, False, False), name
-        assert y["output_dir"] == "/o/model", name

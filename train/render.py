@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from train.batch import gradient_accumulation
 from train.launch import world_size
+from train.recipe import data_keys, packs
 
 # Pass-through keys of train.common (LLaMA-Factory argument names).
 _COMMON_KEYS = ("template", "cutoff_len", "num_train_epochs", "max_steps", "lr_scheduler_type", "warmup_ratio",
@@ -21,43 +22,13 @@ _COMMON_KEYS = ("template", "cutoff_len", "num_train_epochs", "max_steps", "lr_s
 FREEZE_KEYS = ("freeze_vision_tower", "freeze_multi_modal_projector", "freeze_language_model")
 
 
-def packs(config: Mapping[str, Any]) -> bool:
-    """Whether a stage packs samples: its own `packing`, else train.common's (off when absent)."""
-    spec, common = config.get("stage") or {}, config["common"]
-    return bool(spec.get("packing", common.get("packing", False)))
-
-
-def data_keys(*, model_dir: Path, dataset_dir: Path, dataset: str, pixels: Mapping[str, Any], template: str,
-              cutoff_len: int, packing: bool, extra: Mapping[str, Any]) -> dict:
-    """The LLaMA-Factory keys that decide what a stage's data becomes once tokenized: the one
-    source of them for the training YAML and for the tokenize stage (train/tokenize_stage.py),
-    so that pretokenized data is exactly what training would have tokenized itself."""
-    keys: dict[str, Any] = {
-        "model_name_or_path": str(model_dir),
-        "trust_remote_code": False,
-        "image_max_pixels": pixels["max_pixels"],   # the pixel budget of data_prep and evaluation
-        "image_min_pixels": pixels["min_pixels"],
-        "dataset_dir": str(dataset_dir),
-        "dataset": dataset,
-        "media_dir": str(dataset_dir),   # image paths are absolute; set anyway, so a relative one resolves here
-        "template": template,
-        "cutoff_len": cutoff_len,
-    }
-    if packing:
-        # neat_packing, never plain packing: a sample attending to the samples packed before it
-        # trains on text it was never paired with
-        keys.update({"packing": True, "neat_packing": True})
-    return {**keys, **dict(extra or {})}
-
-
 def render_lf_config(*, config: Mapping[str, Any], model_dir: Path, dataset_dir: Path, dataset: str,
                      output_dir: Path, tokenized_path: Path | None, deepspeed_json: Path | None) -> dict:
     common, spec = config["common"], config["stage"]
     world = world_size(config["world_size"])
-    data = data_keys(model_dir=model_dir, dataset_dir=dataset_dir, dataset=dataset, pixels=config["pixels"],
-                     template=common["template"], cutoff_len=common["cutoff_len"], packing=packs(config),
-                     extra=common.get("extra") or {})
     yaml: dict[str, Any] = {
+        **data_keys(model_dir=str(model_dir), dataset_dir=str(dataset_dir), dataset=dataset, pixels=config["pixels"],
+                    template=common["template"], cutoff_len=common["cutoff_len"], packing=packs(config)),
         # method: full fine-tuning, the three freeze flags always explicit (LLaMA-Factory's defaults
         # for them differ between versions, and a silently frozen part wastes a run)
         "stage": "sft",
@@ -78,8 +49,7 @@ def render_lf_config(*, config: Mapping[str, Any], model_dir: Path, dataset_dir:
         "seed": int(config["seed"]),
         "data_seed": int(config["seed"]),
     }
-    yaml.update({k: common[k] for k in _COMMON_KEYS})
-    yaml.update(data)
+    yaml.update({k: common[k] for k in _COMMON_KEYS if k not in yaml})
     # LLaMA-Factory enables checkpointing itself (not through the HF Trainer flag). Reentrant
     # checkpointing breaks with a frozen LLM ("None of the inputs have requires_grad").
     yaml["disable_gradient_checkpointing"] = not common["gradient_checkpointing"]
@@ -88,5 +58,5 @@ def render_lf_config(*, config: Mapping[str, Any], model_dir: Path, dataset_dir:
         yaml["tokenized_path"] = str(tokenized_path)
     if deepspeed_json is not None:
         yaml["deepspeed"] = str(deepspeed_json)
-    yaml.update(common.get("extra") or {})   # last: a pass-through key wins over the harness's own
+    yaml.update(common.get("extra") or {})
     return yaml

@@ -26,17 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from data_prep.stage import has_data
 import tracking
 from stagekit import CommandFailed, StageRun, run_identity, run_logged
 from train import checkpoints, resume_layout, tokenize_stage, trainable
 from train.launch import node_env, node_rank, node_timeout, train_command
+from train.recipe import STAGES, runs_stage
 from train.render import render_lf_config
 
 KIND = "train"
 # 2: a Qwen3-VL projector stage trains the DeepStack mergers whole, LayerNorms included (train/lf_train.py)
 VERSION = 2
-STAGES = ("alignment", "further_pretrain", "sft")
 # Settings of train.common that change neither the trained weights nor where checkpoints are
 # (save_steps does: it is not here).
 RUN_ONLY_KEYS = ("save_total_limit", "logging_steps", "preprocessing_num_workers", "dataloader_num_workers",
@@ -49,11 +48,6 @@ PROCESSOR_FILES = ("preprocessor_config.json", "video_preprocessor_config.json",
 
 
 # ---------------------------------------------------------------- the stages of a run
-
-def runs_stage(cfg: Mapping, name: str) -> bool:
-    """Further pretraining exists only when there is a caption source (not for vanilla)."""
-    return name != "further_pretrain" or has_data(cfg["captions"])
-
 
 def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
     out, prev = [], "init_vlm"
@@ -78,7 +72,9 @@ def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
         if int(common.get("pretokenize") or 0) > 0:   # tokenized before any GPU job (train/tokenize_stage.py)
             inputs["tokenized"] = f"tokenize.{name}"
         out.append({"name": f"train.{name}", "config": config, "settings": settings, "resumable": True,
-                    "inputs": inputs, "every_node": True,   # every node runs its torchrun ranks
+                    # the same rows, tokenized with the same keys (train/recipe.py data_keys), as
+                    # LLaMA-Factory would make them itself: pretokenizing changes no trained weight
+                    "inputs": inputs, "run_only_inputs": ("tokenized",), "every_node": True,   # every node runs its torchrun ranks
                     "summary": f"{cfg[spec['data']]['label']}, trains {spec['trainable']}, "
                                f"lr {spec['learning_rate']:g}, global batch {spec['global_batch_size']}"})
         prev = f"train.{name}"

@@ -49,8 +49,7 @@ def problems(cfg: Mapping) -> list[str]:
 
 
 def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
-    from train.render import packs
-    from train.stage import STAGES, runs_stage
+    from train.recipe import STAGES, packs, runs_stage
     from train.tokenized import lf_version
 
     n = parts(cfg)
@@ -79,13 +78,13 @@ def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
 
 
 def lf_yaml(job: StageRun) -> dict:
-    """The data-deciding keys of the training stage's YAML, from the renderer's own source of them."""
-    from train.render import data_keys
+    """The data-deciding keys of the training stage's YAML, as train/render.py writes them."""
+    from train.recipe import data_keys
 
     c, data = job.config, job.inputs["data"]
-    return data_keys(model_dir=job.inputs["model"] / "model", dataset_dir=data, dataset=job.settings["dataset"],
-                     pixels=c["pixels"], template=c["template"], cutoff_len=c["cutoff_len"], packing=c["packing"],
-                     extra=c["extra"])
+    return {**data_keys(model_dir=str(job.inputs["model"] / "model"), dataset_dir=str(data),
+                        dataset=job.settings["dataset"], pixels=c["pixels"], template=c["template"],
+                        cutoff_len=c["cutoff_len"], packing=c["packing"]), **c["extra"]}
 
 
 def run(job: StageRun) -> dict:

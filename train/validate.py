@@ -9,8 +9,7 @@ from typing import Mapping
 from data_prep.stage import ROLES
 from train.batch import batch_problem
 from train.launch import world_size
-from train.render import packs
-from train.stage import STAGES, runs_stage
+from train.recipe import STAGES, packs, runs_stage
 from train.trainable import flag_problem
 
 

@@ -1,0 +1,8 @@
+"""The keys of a captioner endpoint (the captioner group, and Prism's answer model)."""
+
+from recaption.endpoint import CAPTIONER_DEFAULTS, SERVE_KEYS
+from stagekit.schema import keys
+
+CAPTIONER = keys("name", "model", *CAPTIONER_DEFAULTS, serve=keys(*SERVE_KEYS))
+
+SCHEMA = {"captioner": CAPTIONER}
