@@ -105,6 +105,13 @@ def build_command(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixels
             "--batch_size", str(cfg["batch_size"]),
             "--output_path", str(out_dir / "lmms_eval"),
             "--log_samples"]
+    if cfg["model"] != "vllm":
+        # lmms-eval 0.7.3 runs qwen2_5_vl/qwen3_vl as their "chat" classes unless told otherwise, and
+        # those resize every image into qwen_vl_utils' defaults (4..16384 visual tokens), not into
+        # min_pixels/max_pixels, and ignore system_prompt for Qwen2.5-VL; the simple classes apply
+        # both to each image and prompt, so evaluation sees the budget and prompt training saw
+        # (tests/test_train_eval_parity.py).
+        lmms += ["--force_simple"]
     if any(e.get("local_data") for e in runnable):
         lmms += ["--include_path", str(out_dir / "tasks")]
     if cfg["limit"] is not None:
