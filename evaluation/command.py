@@ -56,8 +56,9 @@ def model_location(model_dir: Path | str) -> str:
     return str(p.resolve())
 
 
-def model_args(model_dir: Path | str, pixels: Mapping, cfg: Mapping) -> str:
-    """lmms-eval's --model_args: the one pixel budget shared with training, plus extra_model_args."""
+def model_args(model_dir: Path | str, pixels: Mapping, cfg: Mapping, system_prompt: str | None = None) -> str:
+    """lmms-eval's --model_args: the backbone's pixel budget and system prompt, shared with training,
+    plus extra_model_args. system_prompt None leaves lmms-eval's default ("You are a helpful assistant.")."""
     where = model_location(model_dir)
     if "," in where:
         raise EvaluationError(f"model path {where} contains a comma, which lmms-eval's --model_args cannot carry")
@@ -73,12 +74,19 @@ def model_args(model_dir: Path | str, pixels: Mapping, cfg: Mapping) -> str:
         device = str(cfg["device"])
         args = {"pretrained": where, "device": device, "device_map": device,
                 "min_pixels": int(pixels["min_pixels"]), "max_pixels": int(pixels["max_pixels"])}
+        if system_prompt is not None:
+            # lmms-eval's qwen2_5_vl/qwen3_vl put this in a system turn before every question: it must
+            # be the training template's (an empty one renders as none with the model's chat template).
+            if "," in system_prompt:
+                raise EvaluationError(f"backbone.system_prompt {system_prompt!r} contains a comma, which "
+                                      "lmms-eval's --model_args cannot carry")
+            args["system_prompt"] = system_prompt
     args.update(dict(cfg.get("extra_model_args") or {}))
     return ",".join(f"{k}={v}" for k, v in args.items())
 
 
 def build_command(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixels: Mapping,
-                  eval_cfg: Mapping) -> tuple[list[str], dict]:
+                  eval_cfg: Mapping, system_prompt: str | None = None) -> tuple[list[str], dict]:
     """The exact lmms-eval argv and the extra environment; judge tasks without a key are left out.
 
     An empty argv means there is nothing to run (every task is a judge task without a key)."""
@@ -92,11 +100,18 @@ def build_command(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixels
     out_dir = Path(out_dir).resolve()
     lmms = ["-m", "lmms_eval", "eval",
             "--model", str(cfg["model"]),
-            "--model_args", model_args(model_dir, pixels, cfg),
+            "--model_args", model_args(model_dir, pixels, cfg, system_prompt),
             "--tasks", ",".join(lmms_task_name(e) for e in runnable),
             "--batch_size", str(cfg["batch_size"]),
             "--output_path", str(out_dir / "lmms_eval"),
             "--log_samples"]
+    if cfg["model"] != "vllm":
+        # lmms-eval 0.7.3 runs qwen2_5_vl/qwen3_vl as their "chat" classes unless told otherwise, and
+        # those resize every image into qwen_vl_utils' defaults (4..16384 visual tokens), not into
+        # min_pixels/max_pixels, and ignore system_prompt for Qwen2.5-VL; the simple classes apply
+        # both to each image and prompt, so evaluation sees the budget and prompt training saw
+        # (tests/test_train_eval_parity.py).
+        lmms += ["--force_simple"]
     if any(e.get("local_data") for e in runnable):
         lmms += ["--include_path", str(out_dir / "tasks")]
     if cfg["limit"] is not None:

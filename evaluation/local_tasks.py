@@ -20,6 +20,9 @@ from evaluation.benchmarks import (EvaluationError, check_local_columns, lmms_ta
                                    task_yaml_path)
 
 LOCAL_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
+# Installed tasks whose scoring the harness corrects: task -> (module in evaluation/lmms_tasks/, YAML key
+# it replaces). Each module wraps the task's own function (its docstring says what it fixes).
+SCORING_FIXES = {"mathvista_testmini_format": ("mathvista_decimal", "process_results")}
 
 
 def write_thin_task(entry: Mapping, tasks_dir: Path) -> Path:
@@ -41,6 +44,11 @@ def write_thin_task(entry: Mapping, tasks_dir: Path) -> Path:
              f"dataset_path: {builder}",
              "dataset_name: null",
              f"dataset_kwargs: {json.dumps({'data_files': {split: str(data)}})}"]
+    fix = SCORING_FIXES.get(entry["task"])
+    if fix is not None:
+        module, key = fix
+        shutil.copy(Path(__file__).parent / "lmms_tasks" / f"{module}.py", dest / f"{module}.py")
+        lines.append(f"{key}: !function {module}.{key}")
     path = dest / f"{name}.yaml"
     path.write_text("\n".join(lines) + "\n")
     for hub in entry.get("local_hub") or []:

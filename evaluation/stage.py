@@ -23,14 +23,14 @@ RECORD_KEYS = ("run", "backbone", "caption_source", "benchmark", "task", "metric
 
 
 def run_evaluation(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixels: Mapping, eval_cfg: Mapping,
-                   meta: Mapping, log=print, echo: bool = True) -> Path:
+                   meta: Mapping, log=print, echo: bool = True, system_prompt: str | None = None) -> Path:
     """Evaluate `model_dir` on the set; append normalized records to out_dir/results.jsonl and return it."""
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = eval_settings(eval_cfg)
     entries = task_entries(benchmarks)
     runnable, skipped = split_judge(entries, probe=True)
-    margs = model_args(model_dir, pixels, cfg)
+    margs = model_args(model_dir, pixels, cfg, system_prompt)
     for task, reason in skipped.items():
         log(f"skipping {task}: {reason}; reported as n/a")
     for warning in judge_warnings(runnable):
@@ -45,7 +45,8 @@ def run_evaluation(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixel
         # only the tasks that run: a judge task skipped above (its judge does not answer) is n/a
         running = {e["task"] for e in runnable}
         to_run = {**benchmarks, "tasks": [t for t in benchmarks["tasks"] if t["task"] in running]}
-        argv, env = build_command(model_dir, out_dir, benchmarks=to_run, pixels=pixels, eval_cfg=cfg)
+        argv, env = build_command(model_dir, out_dir, benchmarks=to_run, pixels=pixels, eval_cfg=cfg,
+                                  system_prompt=system_prompt)
         log("lmms-eval: " + " ".join(argv))
         started = time.time()
         # cwd = the stage folder: lmms-eval writes stray files (submissions) into its working
@@ -186,7 +187,9 @@ def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
     that does not depend on the caption source, so one evaluation serves a whole sweep."""
     trained = [s["name"] for s in upstream if s["kind"] in ("train", "init_vlm")][-1]
     names = ", ".join(t["benchmark"] for t in cfg["benchmarks"]["tasks"])
-    common = {"benchmarks": dict(cfg["benchmarks"]), "eval": _settings(cfg), "pixels": dict(cfg["pixels"])}
+    common = {"benchmarks": dict(cfg["benchmarks"]), "eval": _settings(cfg), "pixels": dict(cfg["pixels"]),
+              # the backbone's, as its training template renders it (configs/hydra/backbone/*.yaml)
+              "system_prompt": cfg["backbone"].get("system_prompt")}
     settings = {"tracker": dict(cfg.get("tracker") or {"name": "none"}), "identity": run_identity(cfg)}
     out = [{"name": "evaluate", "inputs": {"model": trained}, "summary": f"lmms-eval: {names}", "settings": settings,
             "config": {**common, "meta": {"run": run_label(cfg), "backbone": cfg["backbone"]["label"],
@@ -218,7 +221,7 @@ def run(job: StageRun) -> dict:
     # A trained model comes from the upstream stage; a reference model is named in the config.
     model = c["model"] if "model" in c else job.inputs["model"] / "model"
     results = run_evaluation(model, job.out_dir, benchmarks=c["benchmarks"], pixels=c["pixels"], eval_cfg=c["eval"],
-                             meta=c["meta"], log=job.log, echo=job.log.echo)
+                             meta=c["meta"], log=job.log, echo=job.log.echo, system_prompt=c.get("system_prompt"))
     records = [json.loads(line) for line in Path(results).read_text().splitlines() if line.strip()]
     scores = {r["benchmark"]: r["value"] for r in records}
     if job.settings.get("tracker") and "model" not in c:   # the trained model's run, not the reference

@@ -76,11 +76,23 @@ def _details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mapping, co
         return [f"reads: {', '.join(map(str, src['paths']))} (images under {src['image_root']})",
                 f"subset: {src.get('subset_size') or 'all rows'}; cutoff_len {config['cutoff_len']}"]
     if stage.kind == "train":
-        return _train_details(stage, config, dirs, cfg, cost)
+        return [view_line(cfg), *_train_details(stage, config, dirs, cfg, cost)]
     if stage.kind == "evaluate":
         model = config["model"] if "model" in config else dirs[stage.inputs["model"]] / "model"
-        return _eval_details(config, dirs[stage.name], model)
+        return [view_line(cfg), *_eval_details(config, dirs[stage.name], model)]
     return []
+
+
+def view_line(cfg: Mapping) -> str:
+    """How the model sees an image and a prompt, the backbone's (shared by training and evaluation):
+    the template, the patch size and the pixel budget, also in visual tokens (2x2 patches each)."""
+    bb, px = cfg["backbone"], cfg["pixels"]
+    unit = int(bb["patch_size"]) * 2
+    lo, hi = int(px["min_pixels"]), int(px["max_pixels"])
+    system = bb.get("system_prompt")
+    return (f"view: template {bb['template']} / lmms-eval {bb['eval_model']}, patch {bb['patch_size']} px "
+            f"({unit} px per visual token), pixels {lo}..{hi} = {-(-lo // unit**2)}..{hi // unit**2} visual tokens, "
+            f"system prompt {system!r}" + (" (no system turn)" if system == "" else ""))
 
 
 def _train_details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mapping, cost: list[str]) -> list[str]:
@@ -122,5 +134,6 @@ def _eval_details(config: dict, out: Path, model) -> list[str]:
     from evaluation import build_command
 
     argv, env = build_command(model, out, benchmarks=config["benchmarks"],
-                              pixels=config["pixels"], eval_cfg=config["eval"])
+                              pixels=config["pixels"], eval_cfg=config["eval"],
+                              system_prompt=config.get("system_prompt"))
     return [f"command: {shell_line(argv, env)}"]

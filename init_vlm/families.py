@@ -20,7 +20,11 @@ from init_vlm.sources import Checkpoint
 # LLaMA-Factory's qwen3_vl_nothink template: training and evaluation prompts then agree.
 QWEN3_VL_CHAT_TEMPLATE = QWEN2_VL_CHAT_TEMPLATE.replace(
     "{% if loop.first and message['role'] != 'system' %}"
-    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}", "")
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n{% endif %}", "").replace(
+    # lmms-eval's qwen3_vl model always sends a system message; an empty one (the backbone's
+    # system_prompt "") renders as no system turn, as in LLaMA-Factory's qwen3_vl_nothink.
+    "{% for message in messages %}",
+    "{% for message in messages if not (message['role'] == 'system' and message['content'] == '') %}")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from stagekit import StageRun, unknown_keys
 KIND = "init_vlm"
 VERSION = 1
 OUTPUT_KEYS = ("vit_source", "llm_source", "vit_revision", "llm_revision", "projector_init", "dtype")
-BACKBONE_KEYS = ("name", "label", *OUTPUT_KEYS, "template", "eval_model", "params")
+BACKBONE_KEYS = ("name", "label", *OUTPUT_KEYS, "template", "eval_model", "params",
+                 "patch_size", "system_prompt", "pixels")   # the model's view, read by training and evaluation
 DTYPES = (None, "bfloat16", "float16", "float32")
 
 

@@ -127,6 +127,7 @@ def to_markdown(table: Table, title: str = "") -> str:
     lines += [_md_line(_md_cells(table, r, labelled)) for r in table.rows]
     lines += ["", *legend(table)]
     lines += _footnotes(table)
+    lines += _scoring(table)
     lines += notes(table)
     lines += _md_comparisons(table)
     return "\n".join(lines) + "\n"
@@ -143,6 +144,13 @@ def _md_cells(table: Table, row: Row, labelled: bool) -> list[str]:
         cells.append(_bold(_cell(row, b), b in row.best) + std + interval + ("†" if significant else ""))
     cells.append(_bold(_avg(row), AVG in row.best))
     return cells + ([_delta(row) + _delta_interval(row)] if table.show_delta else [])
+
+
+def _scoring(table: Table) -> list[str]:
+    from report.footnotes import footnotes_for
+
+    texts = footnotes_for(table.benchmarks)
+    return ["", "Scoring:", *(f"- {t}" for t in texts)] if texts else []
 
 
 def _footnotes(table: Table) -> list[str]:
@@ -274,6 +282,7 @@ def to_latex(table: Table, title: str = "") -> str:
     lines = [f"% {title}"] if title else []
     lines += [f"% {line}".rstrip().replace("**", "") for line in legend(table)]
     lines += [f"% {note[2:]}" for note in _footnotes(table)[2:]]
+    lines += [f"% {note[2:]}" for note in _scoring(table)[2:]]
     lines += [f"% {note}" for note in notes(table)[1:]]
     lines += [r"\begin{tabular}{ll" + "l" * (len(_id_header(table, labelled)) - 2)
               + "r" * (len(header) - len(_id_header(table, labelled))) + "}", r"\toprule",

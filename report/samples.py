@@ -46,9 +46,14 @@ class Scores:
 def find_samples_file(stage_dir: Path, task: str) -> Path | None:
     """The newest per-sample log of `task` in an evaluate stage folder. A re-evaluation appends a
     record and writes new dated files; lmms-eval's own date prefix orders them."""
-    name = re.compile(rf"\d{{8}}_\d{{6}}_samples_{re.escape(task)}\.jsonl")
-    found = sorted((p for p in Path(stage_dir).glob(f"lmms_eval/*/*_samples_{task}.jsonl") if name.fullmatch(p.name)),
-                   key=lambda p: p.name)
+    from evaluation.benchmarks import LOCAL_SUFFIX
+
+    # A task run on local files runs under its thin copy's name (<task>_local), which names its log.
+    found = []
+    for run_as in (task, task + LOCAL_SUFFIX):
+        name = re.compile(rf"\d{{8}}_\d{{6}}_samples_{re.escape(run_as)}\.jsonl")
+        found += [p for p in Path(stage_dir).glob(f"lmms_eval/*/*_samples_{run_as}.jsonl") if name.fullmatch(p.name)]
+    found.sort(key=lambda p: p.name)
     return found[-1] if found else None
 
 
