@@ -16,6 +16,8 @@ near-tie flip with the rounding, so the exact scores are not portable:
     another machine     34.47   34.38    37.21   +2.7 (55, 27, 0.003)     +2.8 (37, 8, <1e-3)
     another, 2 threads  34.9    34.4     36.7    +1.9 (p = 0.053)         +2.3 (p < 1e-3)
     a user's EPYC       34.38   34.38    36.91
+    native, after evaluation moved to lmms-eval's plain model class (--force_simple):
+                        34.38   34.38    37.11   +2.7 (51, 23, 0.002)     +2.7 (36, 8, 3e-5)
 
 So the test asserts: each score inside a band of the measured range plus 1 point (about 10
 questions) each side; dense above both by at least 1 point; dense over sparse significant by the
