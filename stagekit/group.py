@@ -63,11 +63,22 @@ def group_alive(pgid: int) -> bool:
     return True
 
 
+def _die_with_supervisor() -> None:
+    """Should this process itself be SIGKILLed (it then cannot end the group: someone killed the
+    Popen the harness holds), the tool gets SIGKILL too (Linux prctl PR_SET_PDEATHSIG)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)
+    except OSError:
+        pass
+
+
 def main(argv: list[str]) -> int:
     if not argv:
         print("usage: python -m stagekit.group TOOL [ARGS...]", file=sys.stderr)
         return 2
-    tool = subprocess.Popen(argv, start_new_session=True)
+    tool = subprocess.Popen(argv, start_new_session=True, preexec_fn=_die_with_supervisor)
     stop = []   # the signal that asked us to stop; the work is done here, not in the handler,
     # where the tool could not be reaped (Popen's wait holds the lock that poll needs)
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -142,3 +142,21 @@ def test_sigkill_of_the_harness_alone_ends_the_launchers_workers(tmp_path):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_sigkilled_supervisor_still_takes_the_tool_with_it(tmp_path):
+    """Killing the Popen the harness holds (the supervisor) with SIGKILL, as a test or a caller may,
+    still ends the tool itself: it is what holds a server's port."""
+    import os
+    import signal
+
+    from stagekit.proc import Serving
+
+    code = "import os, time; open(os.environ['PIDFILE'], 'w').write(str(os.getpid())); time.sleep(120)"
+    server = Serving([sys.executable, "-c", code], env={"PIDFILE": str(tmp_path / "pid")}, log_path=tmp_path / "log")
+    try:
+        assert _wait_for(lambda: (tmp_path / "pid").exists() and (tmp_path / "pid").read_text(), 30)
+        os.kill(server.proc.pid, signal.SIGKILL)
+        assert _wait_for(lambda: _gone(int((tmp_path / "pid").read_text())), 10)
+    finally:
+        server.stop()
