@@ -103,7 +103,10 @@ def run_captions(job: StageRun) -> dict:
     ep = endpoint_from(c["captioner"], job.settings["captioner"])
     images = list(dict.fromkeys(q.image for q in load_questions(c)))
     job.log(f"{len(images)} images, {c['samples']} captions each, from {ep.name} ({ep.model})")
-    out = asyncio.run(caption_images(ep, images, Path(c["image_root"]), job.out_dir, job.log, samples=c["samples"]))
+    # An empty caption is scored like any poor one: asking until a captioner says something would
+    # score it above what it does.
+    out = asyncio.run(caption_images(ep, images, Path(c["image_root"]), job.out_dir, job.log, samples=c["samples"],
+                                     empty_ok=True))
     problem = check_failures(out, ep.max_failed_fraction, job.out_dir / "failures.jsonl", "images")
     if problem:
         raise RuntimeError(problem)

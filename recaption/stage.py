@@ -97,15 +97,18 @@ def run(job: StageRun) -> dict:
     return write_source(job.out_dir, keys, out, ep, job.log)
 
 
-async def caption_images(ep, keys: list[str], image_root: Path, out_dir: Path, log, samples: int = 1):
-    """Caption every image of `keys` that the journal in out_dir lacks; the engine's account."""
+async def caption_images(ep, keys: list[str], image_root: Path, out_dir: Path, log, samples: int = 1,
+                         empty_ok: bool = False):
+    """Caption every image of `keys` that the journal in out_dir lacks; the engine's account.
+    empty_ok: an empty caption is the captioner's answer (Prism scores it, as the reference does);
+    else it is asked again, then a failure (a training caption source has no use for it)."""
     from recaption.client import ChatClient, RequestFailed, describe_down, image_messages, image_url
     from recaption.engine import Item, run_items
     from recaption.journal import Journal
     from recaption.serve import endpoint_url
 
     def make(key: str) -> Item:
-        return Item(key, image_messages(ep, image_url(image_root / key)), n=samples)
+        return Item(key, image_messages(ep, image_url(image_root / key)), n=samples, empty_ok=empty_ok)
 
     with endpoint_url(ep, out_dir, out_dir / f"server_{ep.name}.log", log) as base, Journal(out_dir / JOURNAL) as journal:
         async with ChatClient(ep, base) as client:
