@@ -117,7 +117,7 @@ class ChatClient:
                 bad += 1
                 if bad > self.ep.retries:
                     raise RequestFailed(f"{problem} ({bad} time{'s' if bad > 1 else ''})")
-                await asyncio.sleep(min(self.ep.backoff_s * 2 ** (bad - 1), self.ep.backoff_max_s))
+                await self._back_off(bad)
         return Reply(texts[:n], tokens, reasons[:n])
 
     def _body(self, messages: list[dict], n: int) -> dict:
@@ -129,12 +129,16 @@ class ChatClient:
             body["seed"] = s["seed"]
         return body
 
+    async def _back_off(self, attempt: int) -> None:
+        """The wait before retry number `attempt` (1, 2, ...): doubling from backoff_s, capped."""
+        await asyncio.sleep(min(self.ep.backoff_s * 2 ** (attempt - 1), self.ep.backoff_max_s))
+
     async def _with_retries(self, send, what: str) -> httpx.Response:
         attempts = self.ep.retries + 1
         last = ""
         for attempt in range(attempts):
             if attempt:
-                await asyncio.sleep(min(self.ep.backoff_s * 2 ** (attempt - 1), self.ep.backoff_max_s))
+                await self._back_off(attempt)
             try:
                 resp = await send()
             except httpx.TimeoutException:
