@@ -17,7 +17,7 @@ KEYS = ("run", "backbone", "caption_source", "benchmark", "task", "metric", "val
         "reason", "lmms_eval_version", "model_args", "timestamp")
 # Optional: what distinguishes jobs of one recipe (the seed, the job's other settings as text) and
 # where the per-sample log is. When a record lacks them, collect_records derives them from disk.
-OPTIONAL_KEYS = ("seed", "job", "samples")
+OPTIONAL_KEYS = ("seed", "job", "samples", "judge")
 _LABELS = ("run", "backbone", "caption_source", "benchmark", "task", "metric")
 # Run-config keys that say where or how a job ran, not what it computed: they never tell two
 # jobs apart. `seed` is kept apart: jobs that differ only by it are one row, averaged.
