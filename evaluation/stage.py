@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Mapping
 
 from evaluation import judge as judge_mod
-from evaluation.benchmarks import (EvaluationError, check_task_imports, is_local_copy, judge_warnings,
+from evaluation.benchmarks import (EvaluationError, check_task_imports, is_local_copy, judge_answers,
+                                   judge_key_status, judge_warnings,
                                    lmms_task_name, missing_datasets, split_judge, task_entries)
 from evaluation.command import build_command, eval_settings, model_args
 from evaluation.local_tasks import write_thin_task
@@ -284,9 +285,45 @@ def problems(cfg: Mapping) -> list[str]:
     out = unknown_keys("eval", cfg["eval"], (*EVAL_DEFAULTS, "reference_model")) + judge_mod.problems(cfg.get("judge"))
     try:
         eval_settings(_settings(cfg))
-        task_entries(cfg["benchmarks"], resolved=False)
+        entries = task_entries(cfg["benchmarks"], resolved=False)
     except EvaluationError as exc:
-        out.append(str(exc))
+        return out + [str(exc)]
+    world = cfg.get("world") or {}
+    needs_world = [e["task"] for e in entries if str(e.get("local_data") or "").startswith(WORLD_BENCHMARKS)]
+    if needs_world and not world.get("table1_benchmarks"):
+        out.append(f"benchmarks={cfg['benchmarks'].get('name')} reads {WORLD_BENCHMARKS}... (tasks "
+                   f"{', '.join(needs_world)}), which this world does not build (world.table1_benchmarks: false, "
+                   "as in world=small); use world=embedded, or another benchmark set")
+    return out
+
+
+WORLD_BENCHMARKS = "world://benchmarks/"
+
+
+def preflight(cfg: Mapping) -> list[str]:
+    """What evaluation reads that is not there, checked before stage 1 (files and the network,
+    unlike problems()): every hub dataset an offline evaluation reads, and the judge of the judge
+    tasks. Each names what fixes it. Local files the world builds are checked when they exist."""
+    out = []
+    entries = task_entries(cfg["benchmarks"], resolved=False)
+    hub = [e for e in entries if not e.get("local_data")]
+    if hub and eval_settings(_settings(cfg))["offline"]:
+        missing = missing_datasets(hub)
+        if missing:
+            out.append("offline evaluation, but these datasets are not in the Hugging Face cache (or hold no data): "
+                       + "; ".join(f"{task}: {', '.join(ids)}" for task, ids in missing.items())
+                       + f"; fetch them with `python -m harness prefetch benchmarks={cfg['benchmarks'].get('name')}` "
+                         "where the network is, into the same cache")
+    if any(e["judge"] for e in entries):
+        judge = cfg.get("judge")
+        if judge_mod.is_set(judge):
+            ok, why = judge_mod.answers(judge)
+            if not ok:
+                out.append(f"{why}; {judge_mod.how_to_start(judge)}")
+        elif judge_key_status()[0]:   # a judge named by the environment (API_TYPE, ...)
+            ok, why = judge_answers()
+            if not ok:
+                out.append(why.removeprefix("judge task: ") + "; start it, or unset the judge's key variables")
     return out
 
 
