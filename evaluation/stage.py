@@ -22,7 +22,7 @@ from stagekit import StageRun, run_identity, run_label, run_logged, unknown_keys
 
 TASK_TEMPLATES = Path(__file__).parent / "lmms_tasks"
 RECORD_KEYS = ("run", "backbone", "caption_source", "benchmark", "task", "metric", "value", "n", "status",
-               "reason", "lmms_eval_version", "model_args", "timestamp", "judge")
+               "reason", "lmms_eval_version", "model_args", "timestamp", "judge", "samples")
 
 
 def run_evaluation(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixels: Mapping, eval_cfg: Mapping,
@@ -51,7 +51,7 @@ def run_evaluation(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixel
     for task, reason in skipped.items():
         log(f"skipping {task}: {reason}; reported as n/a")
 
-    values: dict[str, tuple[float | None, int | None, str | None]] = {}
+    values: dict[str, tuple[float | None, int | None, str | None, str | None]] = {}
     failed: dict[str, str] = {}
     if runnable:
         check_task_imports(runnable)
@@ -67,15 +67,15 @@ def run_evaluation(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixel
                                              log=log, echo=echo)
             except EvaluationError as exc:
                 failed[e["task"]] = str(exc)
-                values[e["task"]] = (None, None, "lmms-eval failed on this task: " + str(exc).splitlines()[0])
+                values[e["task"]] = (None, None, "lmms-eval failed on this task: " + str(exc).splitlines()[0], None)
 
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     version = lmms_eval_version()
     records = []
     for e in entries:
-        value, n, why = values.get(e["task"], (None, None, skipped.get(e["task"])))
+        value, n, why, samples = values.get(e["task"], (None, None, skipped.get(e["task"]), None))
         records.append(make_record(meta, e, value=value, n=n, reason=why, version=version, model_args=margs,
-                                   timestamp=stamp, judge=who if e["judge"] else None))
+                                   timestamp=stamp, judge=who if e["judge"] else None, samples=samples))
     results = out_dir / "results.jsonl"
     # Rewritten whole: a re-run of a resumed stage gives one record per benchmark, not two.
     tmp = results.with_suffix(".jsonl.tmp")
@@ -98,8 +98,9 @@ def task_key(entry: Mapping, margs: str, judge: Mapping | None) -> str:
 
 
 def run_task(entry: Mapping, model_dir: Path, task_dir: Path, *, benchmarks: Mapping, pixels: Mapping, cfg: Mapping,
-             margs: str, judge: Mapping | None, log, echo: bool) -> tuple[float | None, int | None, str | None]:
-    """One task in its own lmms-eval process; reuses task_dir/score.json when its key still matches."""
+             margs: str, judge: Mapping | None, log, echo: bool) -> tuple[float | None, int | None, str | None, str | None]:
+    """One task in its own lmms-eval process: (value, n, reason, per-sample log relative to the stage
+    folder); reuses task_dir/score.json when its key still matches."""
     marker = task_dir / "score.json"
     key = task_key(entry, margs, judge)
     # The stage's folders sit side by side in the store (<store>/evaluate/<fingerprint>/): a task
@@ -109,10 +110,11 @@ def run_task(entry: Mapping, model_dir: Path, task_dir: Path, *, benchmarks: Map
         done = json.loads(found.read_text()) if found.is_file() else {}
         if done.get("key") == key:
             log(f"{entry['task']}: done already ({found})")
-            if found != marker:
-                task_dir.mkdir(parents=True, exist_ok=True)
-                marker.write_text(found.read_text())
-            return done["value"], done["n"], done["reason"]
+            if found != marker:   # its per-sample log comes along, for the report's intervals
+                if task_dir.exists():
+                    shutil.rmtree(task_dir)
+                shutil.copytree(found.parent, task_dir)
+            return done["value"], done["n"], done["reason"], done.get("samples")
     if task_dir.exists():
         shutil.rmtree(task_dir)
     task_dir.mkdir(parents=True)
@@ -136,19 +138,22 @@ def run_task(entry: Mapping, model_dir: Path, task_dir: Path, *, benchmarks: Map
         # makes the score not what it says it is.
         ok, why = judge_mod.answers(judge)
         if not ok:
-            return None, n, f"the judge stopped answering during evaluation ({why})"
-    marker.write_text(json.dumps({"key": key, "value": value, "n": n, "reason": reason}))
-    return value, n, reason
+            return None, n, f"the judge stopped answering during evaluation ({why})", None
+    logs = sorted(task_dir.glob(f"lmms_eval/*/*_samples_{lmms_task_name(entry)}.jsonl"))
+    samples = str(logs[-1].relative_to(task_dir.parent.parent)) if logs else None   # relative to results.jsonl
+    marker.write_text(json.dumps({"key": key, "value": value, "n": n, "reason": reason, "samples": samples}))
+    return value, n, reason, samples
 
 
 def make_record(meta: Mapping, entry: Mapping, *, value: float | None, n: int | None, reason: str | None,
-                version: str, model_args: str, timestamp: str, judge: Mapping | None = None) -> dict:
+                version: str, model_args: str, timestamp: str, judge: Mapping | None = None,
+                samples: str | None = None) -> dict:
     ok = value is not None
     return {"run": meta["run"], "backbone": meta["backbone"], "caption_source": meta["caption_source"],
             "benchmark": entry["benchmark"], "task": entry["task"], "metric": entry["metric"],
             "value": value, "n": n, "status": "ok" if ok else "n/a", "reason": None if ok else reason,
             "lmms_eval_version": version, "model_args": model_args, "timestamp": timestamp,
-            "judge": dict(judge) if judge else None,
+            "judge": dict(judge) if judge else None, "samples": samples,
             **({"seed": meta["seed"]} if meta.get("seed") is not None else {})}
 
 
@@ -346,10 +351,11 @@ _TQDM = re.compile(r"(\d+)/(\d+) \[")
 
 
 def progress(out_dir: Path, config: Mapping) -> dict | None:
-    """Questions answered so far, from the progress bar lmms-eval writes to its log."""
-    try:
-        tail = (Path(out_dir) / "lmms_eval.log").read_text(errors="replace")[-4000:]
-    except FileNotFoundError:
+    """Questions answered so far in the running task, from the progress bar lmms-eval writes to its log."""
+    logs = sorted(Path(out_dir).glob("by_task/*/lmms_eval.log"), key=lambda p: p.stat().st_mtime)
+    try:   # the task running now writes the newest log
+        tail = logs[-1].read_text(errors="replace")[-4000:]
+    except (IndexError, FileNotFoundError):
         return None
     found = _TQDM.findall(tail.replace("\r", "\n"))
     if not found:

@@ -221,7 +221,7 @@ def judge_url(tiny_models, tmp_path_factory):
 
 
 def _samples(out: Path, task: str) -> list[dict]:
-    (path,) = (out / "lmms_eval").glob(f"*/*_samples_{task}_local.jsonl")
+    (path,) = (out / "by_task" / task).glob(f"lmms_eval/*/*_samples_{task}_local.jsonl")
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
@@ -235,7 +235,7 @@ ROW = {"InfoVQA": "37.5", "DocVQA": "50.0", "ChartQA": "50.0", "RealWorldQA": "5
 @pytest.mark.slow
 def test_all_twelve_benchmarks_run_on_local_data_with_a_loopback_judge(bench_dir, tiny_models, judge_url, tmp_path,
                                                                       monkeypatch):
-    """One lmms-eval run of the twelve tasks through the evaluate stage's code path, with a real
+    """The twelve tasks, each its own lmms-eval run, through the evaluate stage's code path, with a real
     judge on loopback for the judge tasks."""
     from report import build_table, collect_records, write_report
 
@@ -260,10 +260,10 @@ def test_all_twelve_benchmarks_run_on_local_data_with_a_loopback_judge(bench_dir
     records = [json.loads(line) for line in results.read_text().splitlines()]
     assert {r["task"]: r["value"] for r in records} == {t: EXPECTED_IF_ALWAYS_A[t] for t in ran}
     assert all(r["status"] == "ok" and r["n"] == len(GENERATORS[r["task"]]()[1]) for r in records)
-    # One lmms-eval invocation; the values are its results JSON's real "<metric>,<filter>" keys.
-    scores = json.loads(latest_results_file(out / "lmms_eval", since=0).read_text())["results"]
+    # One lmms-eval invocation per task; the values are its results JSON's real "<metric>,<filter>" keys.
     for e in task_entries(bench):
-        raw = scores[f"{e['task']}_local"][f"{e['metric']},{e['filter']}"]
+        scores = json.loads(latest_results_file(out / "by_task" / e["task"] / "lmms_eval", since=0).read_text())
+        raw = scores["results"][f"{e['task']}_local"][f"{e['metric']},{e['filter']}"]
         assert round(raw * e["scale"], 4) == EXPECTED_IF_ALWAYS_A[e["task"]]
     # The judge answered: MathVista's extractions and MM-Vet's grades are its "1".
     assert [s["llm_as_judge_eval"]["extraction"] for s in _samples(out, MATHVISTA)] == ["1"] * 4
@@ -400,7 +400,7 @@ def test_mmbench_fallback_reaches_an_openai_compatible_judge(bench_dir, tiny_mod
     assert (record["status"], record["value"], record["n"]) == ("ok", 50.0, 4)   # rows answered A: 2 of 4
     assert [s["gpt_eval_score"]["prediction"] for s in _samples(tmp_path / "eval", "mmbench_en_dev")] == ["1"] * 4
     assert posts == 4                                                  # one judge call per row
-    assert "sk-loopback-judge" not in (tmp_path / "eval/lmms_eval.log").read_text()
+    assert "sk-loopback-judge" not in (tmp_path / "eval/by_task/mmbench_en_dev/lmms_eval.log").read_text()
 
 
 def test_judge_warnings_name_the_tasks_whose_judge_client_cannot_reach_the_judge():
@@ -414,3 +414,47 @@ def test_judge_warnings_name_the_tasks_whose_judge_client_cannot_reach_the_judge
     assert [w.split(":")[0] for w in full] == ["mathvista_testmini_format", "mmvet"]
     (base,) = judge_warnings(entries, {"OPENAI_API_URL": "http://127.0.0.1:1/v1"})
     assert base.startswith("mmbench_en_dev: OPENAI_API_URL=http://127.0.0.1:1/v1 is a base URL")
+
+
+@pytest.mark.slow
+def test_a_task_that_raises_costs_only_its_score_and_a_rerun_redoes_only_it(bench_dir, tiny_models, tmp_path,
+                                                                           no_judge):
+    """MMBench with string indexes (as one published card has them) makes lmms-eval's MMBench
+    scoring raise a TypeError; AI2D beside it keeps its score, and the judge configured as a config
+    (LLaMA-Factory's server on loopback, answering "A") judges MMBench once the data is fixed."""
+    import pandas as pd
+
+    tasks = {t["task"]: t for t in local_set(bench_dir)["tasks"]}
+    broken = tmp_path / "mmbench_str.parquet"
+    frame = pd.read_parquet(tasks["mmbench_en_dev"]["local_data"])
+    pd.concat([frame.assign(index=frame["index"].astype(str))]).to_parquet(broken)
+    bench = {"name": "two", "tasks": [tasks["ai2d"], {**tasks["mmbench_en_dev"], "local_data": str(broken)}]}
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    out = tmp_path / "store/evaluate/aaaa"
+    run = dict(pixels=PIXELS, eval_cfg=CPU, meta=META)
+    with judge_server(tiny_models["judge_A"], tmp_path / "judge") as (url, log):
+        judge = {"name": "loopback", "base_url": url.removesuffix("/chat/completions"), "model": "gpt-3.5-turbo",
+                 "weights": "tiny-judge-A", "api_key_env": None}
+        with pytest.raises(EvaluationError) as err:
+            run_evaluation(tiny_models["model_1"], out, benchmarks=bench, judge=judge, log=lambda *_: None, **run)
+        assert str(err.value).startswith("lmms-eval failed on task(s) mmbench_en_dev (the other tasks' scores")
+        records = {r["task"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+        assert (records["ai2d"]["status"], records["mmbench_en_dev"]["status"]) == ("ok", "n/a")
+        assert records["mmbench_en_dev"]["reason"].startswith("lmms-eval failed on this task")
+        assert records["ai2d"]["judge"] is None
+        ai2d_log = out / "by_task/ai2d/lmms_eval.log"
+        before = ai2d_log.stat().st_mtime
+        # the data fixed: the re-run redoes MMBench only
+        bench["tasks"][1] = tasks["mmbench_en_dev"]
+        shown: list[str] = []
+        run_evaluation(tiny_models["model_1"], out, benchmarks=bench, judge=judge, log=shown.append, **run)
+        assert ai2d_log.stat().st_mtime == before and any(x.startswith("ai2d: done already") for x in shown)
+        posts = log.read_text().count('"POST /v1/chat/completions HTTP/1.1" 200')
+    records = {r["task"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert (records["mmbench_en_dev"]["status"], records["mmbench_en_dev"]["value"]) == ("ok", 50.0)
+    assert records["mmbench_en_dev"]["judge"] == {"name": "loopback", "model": "gpt-3.5-turbo",
+                                                  "weights": "tiny-judge-A", "base_url": judge["base_url"]}
+    assert posts == 4   # MMBench's evaluator reached the judge through the full URL, once per row
+    assert records["ai2d"]["samples"].startswith("by_task/ai2d/lmms_eval/")
+    monkeypatch.undo()

@@ -87,7 +87,7 @@ def test_a_task_scored_in_another_evaluate_folder_is_not_run_again(tmp_path):
     new = tmp_path / "evaluate/bbbb/by_task/ai2d"
     got = run_task(entry, tmp_path / "no-model", new, benchmarks={"tasks": [entry]}, pixels=PIXELS, cfg={},
                    margs="m", judge=None, log=lambda *_: None, echo=False)
-    assert got == (40.0, 5, None) and (new / "score.json").is_file()
+    assert got == (40.0, 5, None, None) and (new / "score.json").is_file()
 
 
 def _harness(*args: str) -> subprocess.CompletedProcess:
