@@ -74,17 +74,11 @@ def how_to_start(judge: Mapping) -> str:
 def answers(judge: Mapping, environ: Mapping[str, str] | None = None, timeout_s: float = 10.0) -> tuple[bool, str]:
     """(answers, reason): the judge's model list names judge.model. lmms-eval scores a question 0
     when its judge call fails, so a judge that is not there must be found before any question."""
-    import httpx
-
     env = task_env(judge, "", environ)
     url = judge["base_url"].rstrip("/") + "/models"
-    headers = {"Authorization": f"Bearer {env['OPENAI_API_KEY']}"}
-    try:
-        reply = httpx.get(url, headers=headers, timeout=timeout_s)
-    except httpx.HTTPError as exc:
-        return False, f"judge {judge['name']!r} at {url} does not answer ({type(exc).__name__})"
-    if reply.status_code != 200:
-        return False, f"judge {judge['name']!r} at {url} answered HTTP {reply.status_code}"
+    reply, why = model_list(url, {"Authorization": f"Bearer {env['OPENAI_API_KEY']}"}, timeout_s)
+    if reply is None:
+        return False, f"judge {judge['name']!r} at {url} {why}"
     try:
         served = [m.get("id") for m in reply.json().get("data", [])]
     except (ValueError, AttributeError):
@@ -92,3 +86,16 @@ def answers(judge: Mapping, environ: Mapping[str, str] | None = None, timeout_s:
     if judge["model"] not in served:
         return False, f"judge {judge['name']!r} at {url} serves {served}, not {judge['model']!r}"
     return True, ""
+
+
+def model_list(url: str, headers: Mapping[str, str], timeout_s: float):
+    """(the 200 reply of GET url, "") or (None, why: "does not answer (...)" / "answered HTTP n")."""
+    import httpx
+
+    try:
+        reply = httpx.get(url, headers=dict(headers), timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        return None, f"does not answer ({type(exc).__name__})"
+    if reply.status_code != 200:
+        return None, f"answered HTTP {reply.status_code}"
+    return reply, ""
