@@ -69,6 +69,8 @@ def run_evaluation(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixel
                 failed[e["task"]] = str(exc)
                 values[e["task"]] = (None, None, "lmms-eval failed on this task: " + str(exc).splitlines()[0], None)
 
+    if failed and len(failed) == len(runnable):   # nothing scored (e.g. the model does not load): no records
+        raise_failed(failed)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
     version = lmms_eval_version()
     records = []
@@ -85,10 +87,14 @@ def run_evaluation(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixel
         shown = f"{r['value']:.2f}" if r["value"] is not None else f"n/a ({r['reason']})"
         log(f"{r['benchmark']:<14} {r['task']:<28} {r['metric']:<22} {shown}")
     if failed:
-        raise EvaluationError("lmms-eval failed on task(s) " + ", ".join(failed)
-                              + " (the other tasks' scores are kept in by_task/; a re-run redoes only these):\n"
-                              + "\n\n".join(f"{t}: {why}" for t, why in failed.items()))
+        raise_failed(failed)
     return results
+
+
+def raise_failed(failed: Mapping[str, str]):
+    raise EvaluationError("lmms-eval failed on task(s) " + ", ".join(failed)
+                          + " (the other tasks' scores are kept in by_task/; a re-run redoes only these):\n"
+                          + "\n\n".join(f"{t}: {why}" for t, why in failed.items()))
 
 
 def task_key(entry: Mapping, margs: str, judge: Mapping | None) -> str:
@@ -98,7 +104,8 @@ def task_key(entry: Mapping, margs: str, judge: Mapping | None) -> str:
 
 
 def run_task(entry: Mapping, model_dir: Path, task_dir: Path, *, benchmarks: Mapping, pixels: Mapping, cfg: Mapping,
-             margs: str, judge: Mapping | None, log, echo: bool) -> tuple[float | None, int | None, str | None, str | None]:
+             margs: str, judge: Mapping | None, log,
+             echo: bool) -> tuple[float | None, int | None, str | None, str | None]:
     """One task in its own lmms-eval process: (value, n, reason, per-sample log relative to the stage
     folder); reuses task_dir/score.json when its key still matches."""
     marker = task_dir / "score.json"

@@ -180,7 +180,8 @@ def validate_record(obj: object) -> dict:
     _check_optional(obj, "model_args", (str, dict))
     _check_optional(obj, "judge", dict)
     judge = obj.get("judge")
-    if judge is not None and (sorted(judge) != sorted(JUDGE_KEYS) or not all(isinstance(v, str) for v in judge.values())):
+    if judge is not None and (sorted(judge) != sorted(JUDGE_KEYS)
+                              or not all(isinstance(v, str) for v in judge.values())):
         raise ValueError(f"'judge' must be null or {{{', '.join(JUDGE_KEYS)}}} as strings, got {judge!r}")
     for key, kind in (("seed", int), ("job", str), ("samples", str)):
         _check_optional(obj, key, kind)

@@ -458,3 +458,31 @@ def test_a_task_that_raises_costs_only_its_score_and_a_rerun_redoes_only_it(benc
     assert posts == 4   # MMBench's evaluator reached the judge through the full URL, once per row
     assert records["ai2d"]["samples"].startswith("by_task/ai2d/lmms_eval/")
     monkeypatch.undo()
+
+
+@pytest.mark.slow
+def test_a_judge_killed_mid_evaluation_makes_its_task_na_with_the_reason(bench_dir, tiny_models, tmp_path, no_judge):
+    """The judge here is tests/stub_endpoint.py (a deterministic OpenAI-compatible server on
+    loopback; the judge is not what is under test): it goes away after MM-Vet's first judge call,
+    and lmms-eval scores the unjudged questions 0 without failing, so the score would read "ok"."""
+    import threading
+
+    from tests.stub_endpoint import StubEndpoint
+
+    (mmvet,) = [t for t in local_set(bench_dir)["tasks"] if t["task"] == "mmvet"]
+    stub = StubEndpoint(model="judge")
+    judge = {"name": "loopback", "base_url": stub.url, "model": "judge", "weights": "stub", "api_key_env": None}
+
+    def kill_after_first_call():
+        while not stub.requests:
+            time.sleep(0.05)
+        stub.close()
+
+    threading.Thread(target=kill_after_first_call, daemon=True).start()
+    out = run_evaluation(tiny_models["model"], tmp_path / "eval", benchmarks={"name": "m", "tasks": [mmvet]},
+                         judge=judge, pixels=PIXELS, eval_cfg=CPU, meta=META, log=lambda *_: None)
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (record["status"], record["value"]) == ("n/a", None)
+    assert record["reason"] == (f"the judge stopped answering during evaluation (judge 'loopback' at {stub.url}/models "
+                                "does not answer (ConnectError))")
+    assert len(stub.requests) == 1
