@@ -487,4 +487,4 @@ def test_a_judge_killed_mid_evaluation_makes_its_task_na_with_the_reason(bench_d
     assert (record["status"], record["value"]) == ("n/a", None)
     assert record["reason"] == (f"the judge stopped answering during evaluation (judge 'loopback' at {stub.url}/models "
                                 "does not answer (ConnectError))")
-    assert len(stub.requests) == 1
+    assert stub.requests   # it was asked before it went away (keep-alive connections may finish their calls)
