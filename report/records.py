@@ -19,7 +19,8 @@ KEYS = ("run", "backbone", "caption_source", "benchmark", "task", "metric", "val
         "reason", "lmms_eval_version", "model_args", "timestamp")
 # Optional: what distinguishes jobs of one recipe (the seed, the job's other settings as text) and
 # where the per-sample log is. When a record lacks them, collect_records derives them from disk.
-OPTIONAL_KEYS = ("seed", "job", "samples")
+# A Prism record also names the scoring mode its answers were read and compared in.
+OPTIONAL_KEYS = ("seed", "job", "samples", "scoring")
 _LABELS = ("run", "backbone", "caption_source", "benchmark", "task", "metric")
 # Run-config keys that say where or how a job ran, not what it computed: they never tell two
 # jobs apart. `seed` is kept apart: jobs that differ only by it are one row, averaged.
@@ -177,7 +178,7 @@ def validate_record(obj: object) -> dict:
     _check_optional(obj, "reason", str)
     _check_optional(obj, "lmms_eval_version", str)
     _check_optional(obj, "model_args", (str, dict))
-    for key, kind in (("seed", int), ("job", str), ("samples", str)):
+    for key, kind in (("seed", int), ("job", str), ("samples", str), ("scoring", str)):
         _check_optional(obj, key, kind)
     parse_timestamp(obj["timestamp"])
     return obj
