@@ -1,26 +1,26 @@
 """Reading an answer out of a reply and scoring it against the gold answer (Prism, paper Table 3).
 
-Metrics (per benchmark, configs/hydra/prism/):
+Two scoring modes (`prism.scoring`, recorded with every result):
+    reference  the paper's protocol: the answer is the \\boxed{} inside the reply's
+               `<answer>...</answer>`, nothing else; equivalence by math-verify (options, numbers,
+               LaTeX, units and degrees alike), and for chart and infographic data the better of
+               that and relaxed accuracy / ANLS, as the released scorer computes them; except the
+               deliberate differences listed in DELIBERATE_DIFFERENCES
+    lenient    also reads a bare \\boxed{}, an "Answer: X" line or a short reply, and compares
+               options, numbers and words directly: for answer models that ignore the format
+
+Metrics (per benchmark, configs/hydra/prism/), as lenient mode compares:
     exact    option letter when the gold is one (A-J), else numbers compared as numbers, else the
              VQA normalisation (case, punctuation, articles, number words) on both sides
     relaxed  chart and infographic data: a number within 5% of the gold (also read as a
              percentage or a fraction, the x1 / x0.01 / x100 scales of the reference scorer),
-             otherwise as `exact`. The 5% is of the gold, as ChartQA defines it (the reference
-             scorer swaps the two and measures it against the prediction)
+             otherwise as `exact`
     anls     InfoVQA: the better of `relaxed` and ANLS (normalised Levenshtein similarity, 0 below 0.5)
+Reference mode takes the same metric names to mean: math-verify only; math-verify or relaxed
+accuracy; math-verify, relaxed accuracy or ANLS.
 
 A gold answer that cannot be read is a GoldError: the question is counted and reported as an
-error, never scored (the reference code scores it 1.0, which inflates every captioner alike and
-hides broken rows). A reply with nothing to read is a NoAnswer: that answer scores 0 and is counted.
-
-Two scoring modes (`prism.scoring`, recorded with every result):
-    reference  the paper's protocol: the answer is the \\boxed{} of the reply's
-               `<answer>...</answer>`, nothing else; equivalence by math-verify (options, numbers,
-               LaTeX, units and degrees alike), and for chart and infographic data the better of
-               that and relaxed accuracy / ANLS; except the deliberate differences listed in
-               DELIBERATE_DIFFERENCES, each a defect of the reference or a serving detail
-    lenient    also reads a bare \\boxed{}, an "Answer: X" line or a short reply, and compares
-               options, numbers and words directly: for answer models that ignore the format
+error, never scored. A reply with nothing to read is a NoAnswer: that answer scores 0 and is counted.
 """
 
 from __future__ import annotations
