@@ -42,11 +42,11 @@ def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
     label = cap.get("label") or cap["name"]
     answers = {"name": "prism", "resumable": True, "inputs": {"captions": "prism.captions"},
                "config": {"answerer": output_config(ans), "answer_prompt": p["answer_prompt"], **files,
-                          "samples": p["samples"], "scoring": p["scoring"],
+                          "samples": p["samples"], "scoring": scoring_mode(p),
                           "meta": {"run": run_label(cfg), "caption_source": label}},
                "settings": {"answerer": run_settings(ans)},
                "summary": f"{ans.get('label') or ans['name']} answers from the captions; Mean and best-of-"
-                          f"{p['samples']} per benchmark, scored in {p['scoring']} mode"}
+                          f"{p['samples']} per benchmark, scored in {scoring_mode(p)} mode"}
     return [captions, answers]
 
 
@@ -68,7 +68,7 @@ def problems(cfg: Mapping) -> list[str]:
         if b.get("metric") not in METRICS:
             out.append(f"prism.benchmarks[{i}] ({b.get('name')}): metric={b.get('metric')!r}; choose one of "
                        f"{', '.join(METRICS)}")
-    if p.get("scoring") not in SCORING_MODES:
+    if scoring_mode(p) not in SCORING_MODES:
         out.append(f"prism.scoring={p.get('scoring')!r}; choose one of {', '.join(SCORING_MODES)} (reference: the "
                    f"paper's answer format and math-verify; lenient: also bare answers)")
     if int(p.get("samples") or 0) < 1:
@@ -76,6 +76,13 @@ def problems(cfg: Mapping) -> list[str]:
     if "{caption}" not in str(p.get("answer_prompt")):
         out.append("prism.answer_prompt must contain {caption}")
     return out
+
+
+def scoring_mode(p: Mapping) -> str:
+    """prism.scoring; a Prism YAML that does not say is scored the paper's way."""
+    from prism.score import DEFAULT_SCORING
+
+    return p.get("scoring") or DEFAULT_SCORING
 
 
 def run(job: StageRun) -> dict:

@@ -196,7 +196,7 @@ def test_reference_mode_makes_a_gold_math_verify_cannot_read_an_error():
     assert question_detail(q("1", "\\text{ }"), ["\\boxed{5}"], "exact", "lenient")["error"] is None
 
 
-@pytest.mark.parametrize("scoring,found", [("reference", []), ("lenient", []), ("strict", [
+@pytest.mark.parametrize("scoring,found", [("reference", []), ("lenient", []), (None, []), ("strict", [
     "prism.scoring='strict'; choose one of reference, lenient (reference: the paper's answer format and "
     "math-verify; lenient: also bare answers)"])])
 def test_the_scoring_mode_is_checked_before_any_work(scoring, found):
