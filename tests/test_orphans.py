@@ -30,6 +30,7 @@ from stagekit import StageLog, StageRun
 from tests.conftest import PYTHON, REPO
 from tests.test_init_vlm_integration import model_dir  # noqa: F401 (fixture: the tiny VLM built by init_vlm)
 from tests.test_train_golden import RECIPE, STEPS, inputs  # noqa: F401 (fixture: the golden stage's inputs)
+from tests.test_evaluate_table1 import bench_dir, tiny_models  # noqa: F401 (fixtures: local benchmark files, tiny models)
 from train import checkpoints
 
 pytestmark = pytest.mark.slow
@@ -92,3 +93,60 @@ def test_sigkill_of_the_harness_pid_alone_leaves_no_torchrun_worker(inputs, tmp_
     assert int(info["resumed_from"].removeprefix("checkpoint-")) >= int(ckpt.name.removeprefix("checkpoint-"))
     state = json.loads((folder / "trainer_state.json").read_text())
     assert state["global_step"] == STEPS
+
+
+def test_sigkill_of_the_harness_pid_alone_ends_an_accelerate_launched_evaluation(bench_dir, tiny_models,  # noqa: F811
+                                                                                   tmp_path):
+    """The same for evaluation under `accelerate launch`, whose launcher starts lmms-eval as its own
+    child (subprocess.Popen): the real lmms-eval task run through stagekit's runner as the evaluate
+    stage runs it, with `accelerate launch` in front (one CPU process: the harness itself launches
+    through accelerate only for several GPUs, which this machine has not; the process tree is the
+    same). After SIGKILL of the runner's pid, no process of the task remains, the folder stays
+    still, and running the task again scores what the always-"A" model scores on AI2D (50.0).
+    Measured: like the torchrun test, this one also passes with the group kill disabled (end_group
+    a no-op): lmms-eval dies on its next write into the dead runner's pipe. tests/test_proc.py's
+    quiet stand-in worker is the test that fails without it; this one shows the real tools end
+    and the task scores again. ~20 s after the module's fixtures."""
+    import sys
+
+    from evaluation.command import build_command
+    from evaluation.stage import run_evaluation, write_local_tasks
+    from tests.test_evaluate_table1 import CPU, META, PIXELS, local_set
+
+    (ai2d,) = [t for t in local_set(bench_dir)["tasks"] if t["task"] == "ai2d"]
+    one = {"name": "orphans", "tasks": [ai2d]}
+    task_dir = tmp_path / "eval" / "by_task" / "ai2d"
+    write_local_tasks([ai2d], task_dir / "tasks")
+    argv, env = build_command(tiny_models["model"], task_dir, benchmarks=one, pixels=PIXELS, eval_cfg=CPU)
+    assert argv[1:3] == ["-m", "lmms_eval"]
+    argv = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "1", *argv[1:]]
+    (tmp_path / "argv.pickle").write_bytes(pickle.dumps((argv, {**os.environ, **env}, task_dir)))
+    proc = subprocess.Popen([PYTHON, "-c", "import pickle, sys; from stagekit import run_logged; "
+                                           "a, e, d = pickle.load(open(sys.argv[1], 'rb')); "
+                                           "run_logged(a, env=e, log_path=d / 'lmms_eval.log', cwd=d, echo=False)",
+                             str(tmp_path / "argv.pickle")], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def worker_running() -> bool:   # lmms-eval itself, the launcher's child
+        return any("accelerate" not in p and "stagekit.group" not in p for p in processes_naming(task_dir))
+
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not worker_running():
+        time.sleep(0.05)
+    assert proc.poll() is None and worker_running(), (task_dir / "lmms_eval.log").read_text()[-2000:]
+    assert len(processes_naming(task_dir)) >= 3   # supervisor, accelerate launcher, lmms-eval
+    proc.send_signal(signal.SIGKILL)              # the runner's own pid, not its group
+    proc.wait()
+
+    deadline = time.time() + BOUND_S
+    while processes_naming(task_dir) and time.time() < deadline:
+        time.sleep(0.2)
+    assert processes_naming(task_dir) == [], "lmms-eval outlived the harness"
+    before = snapshot(task_dir)
+    time.sleep(3)
+    assert snapshot(task_dir) == before, "something still writes into the task folder"
+    assert not (task_dir / "score.json").exists()
+
+    out = run_evaluation(tiny_models["model"], tmp_path / "eval", benchmarks=one, pixels=PIXELS, eval_cfg=CPU,
+                         meta=META, log=lambda *_: None)
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (record["status"], record["value"]) == ("ok", 50.0)
