@@ -341,9 +341,30 @@ LOCAL_SUFFIX = "_local"
 _DOC_HOOKS = ("doc_to_visual", "doc_to_text", "doc_to_target", "process_results", "process_docs")
 
 
+# Installed tasks whose scoring the harness corrects: task -> (module in evaluation/lmms_tasks/, YAML key
+# it replaces). Each module wraps the task's own function (its docstring says what it fixes). A hub
+# run of such a task runs a thin copy under FIXED_SUFFIX that changes only that key; a local copy
+# carries the fix too (evaluation/local_tasks.py).
+SCORING_FIXES = {"mathvista_testmini_format": ("mathvista_decimal", "process_results")}
+FIXED_SUFFIX = "_fixed"
+
+
 def lmms_task_name(entry: Mapping) -> str:
-    """The name lmms-eval runs an entry under: the real task, or its thin local copy."""
-    return entry["task"] + LOCAL_SUFFIX if is_local_copy(entry) else entry["task"]
+    """The name lmms-eval runs an entry under: the real task, its thin local copy, or its thin copy
+    with corrected scoring."""
+    if is_local_copy(entry):
+        return entry["task"] + LOCAL_SUFFIX
+    return entry["task"] + FIXED_SUFFIX if is_fixed_copy(entry) else entry["task"]
+
+
+def is_fixed_copy(entry: Mapping) -> bool:
+    """A hub row of an installed task whose scoring the harness corrects (SCORING_FIXES)."""
+    return not entry.get("local_data") and entry["task"] in SCORING_FIXES
+
+
+def needs_include_path(entry: Mapping) -> bool:
+    """Whether lmms-eval runs the entry from a task folder the harness writes."""
+    return bool(entry.get("local_data")) or is_fixed_copy(entry)
 
 
 def is_local_copy(entry: Mapping) -> bool:

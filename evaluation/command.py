@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-from evaluation.benchmarks import EvaluationError, lmms_task_name, split_judge, task_entries
+from evaluation.benchmarks import EvaluationError, lmms_task_name, needs_include_path, split_judge, task_entries
 from stagekit.threads import thread_env, threads_per_process
 
 # Offline by default (compute nodes often have no network, and a silent download mid-run is
@@ -113,7 +113,7 @@ def build_command(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixels
         # both to each image and prompt, so evaluation sees the budget and prompt training saw
         # (tests/test_train_eval_parity.py).
         lmms += ["--force_simple"]
-    if any(e.get("local_data") for e in runnable):
+    if any(needs_include_path(e) for e in runnable):
         lmms += ["--include_path", str(out_dir / "tasks")]
     if cfg["limit"] is not None:
         lmms += ["--limit", str(cfg["limit"])]

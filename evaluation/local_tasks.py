@@ -16,13 +16,10 @@ import shutil
 from pathlib import Path
 from typing import Mapping
 
-from evaluation.benchmarks import (EvaluationError, check_local_columns, lmms_task_name, task_yaml,
+from evaluation.benchmarks import (SCORING_FIXES, EvaluationError, check_local_columns, lmms_task_name, task_yaml,
                                    task_yaml_path)
 
 LOCAL_BUILDERS = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
-# Installed tasks whose scoring the harness corrects: task -> (module in evaluation/lmms_tasks/, YAML key
-# it replaces). Each module wraps the task's own function (its docstring says what it fixes).
-SCORING_FIXES = {"mathvista_testmini_format": ("mathvista_decimal", "process_results")}
 
 
 def write_thin_task(entry: Mapping, tasks_dir: Path) -> Path:
@@ -44,15 +41,33 @@ def write_thin_task(entry: Mapping, tasks_dir: Path) -> Path:
              f"dataset_path: {builder}",
              "dataset_name: null",
              f"dataset_kwargs: {json.dumps({'data_files': {split: str(data)}})}"]
+    path = _write_task_yaml(entry, dest, lines)
+    for hub in entry.get("local_hub") or []:
+        write_hub_folder(entry["task"], hub, tasks_dir.parent)
+    return path
+
+
+def write_fixed_task(entry: Mapping, tasks_dir: Path) -> Path:
+    """Write the thin copy of a hub task whose scoring the harness corrects (SCORING_FIXES): the
+    installed YAML with only the corrected function replaced, the hub data unchanged."""
+    name = lmms_task_name(entry)
+    dest = tasks_dir / name
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    return _write_task_yaml(entry, dest, [f"include: {json.dumps(str(task_yaml_path(entry['task'])))}",
+                                          f"task: {json.dumps(name)}"])
+
+
+def _write_task_yaml(entry: Mapping, dest: Path, lines: list[str]) -> Path:
+    """The task YAML, with the corrected scoring function (and its module beside it) when the task has one."""
     fix = SCORING_FIXES.get(entry["task"])
     if fix is not None:
         module, key = fix
         shutil.copy(Path(__file__).parent / "lmms_tasks" / f"{module}.py", dest / f"{module}.py")
-        lines.append(f"{key}: !function {module}.{key}")
-    path = dest / f"{name}.yaml"
+        lines = [*lines, f"{key}: !function {module}.{key}"]
+    path = dest / f"{lmms_task_name(entry)}.yaml"
     path.write_text("\n".join(lines) + "\n")
-    for hub in entry.get("local_hub") or []:
-        write_hub_folder(entry["task"], hub, tasks_dir.parent)
     return path
 
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Mapping
 
 from evaluation import judge as judge_mod
-from evaluation.benchmarks import (EvaluationError, check_task_imports, is_local_copy, judge_answers,
+from evaluation.benchmarks import (EvaluationError, check_task_imports, is_fixed_copy, is_local_copy, judge_answers,
                                    judge_key_status, judge_warnings,
                                    lmms_task_name, missing_datasets, split_judge, task_entries)
 from evaluation.command import EVAL_DEFAULTS, build_command, eval_settings, model_args
-from evaluation.local_tasks import write_thin_task
+from evaluation.local_tasks import write_fixed_task, write_thin_task
 from stagekit import StageRun, run_identity, run_label, run_logged, unknown_keys
 
 TASK_TEMPLATES = Path(__file__).parent / "lmms_tasks"
@@ -179,6 +179,9 @@ def write_local_tasks(entries: list[dict], tasks_dir: Path) -> None:
     """Copy each local task's template folder (evaluation/lmms_tasks/<task>/) with its data file's path filled in,
     or, for an installed lmms-eval task, write its thin local copy (evaluation/local_tasks.py)."""
     for e in entries:
+        if is_fixed_copy(e):
+            write_fixed_task(e, tasks_dir)
+            continue
         if not e.get("local_data"):
             continue
         data = Path(e["local_data"])

@@ -18,9 +18,9 @@ class Footnote:
 
 SCORING = (
     Footnote(("MathVista",), "MathVista: lmms-eval 0.7.3 scores every question with a decimal answer as wrong "
-             "(round() with the data's float precision raises and is caught); runs on local files use the "
-             "harness's corrected process_results (evaluation/lmms_tasks/mathvista_decimal.py), runs of the hub "
-             "task do not, and read low against the paper."),
+             "(round() with the data's float precision raises and is caught); this column is scored with the "
+             "harness's corrected process_results (evaluation/lmms_tasks/mathvista_decimal.py), on hub and local "
+             "data alike, so it differs from a plain lmms-eval 0.7.3 run of the task."),
     Footnote(("RealWorldQA",), "RealWorldQA: lmms-eval 0.7.3's scoring (its realworldqa_process_results, exact "
              "match) differs from the paper-era lmms-eval v0.4.1's; compare with the paper's number with care."),
     Footnote(("MMStar",), "MMStar: the score is lmms-eval's `average`, the unweighted mean of the sub-category "

@@ -46,11 +46,12 @@ class Scores:
 def find_samples_file(stage_dir: Path, task: str) -> Path | None:
     """The newest per-sample log of `task` in an evaluate stage folder. A re-evaluation appends a
     record and writes new dated files; lmms-eval's own date prefix orders them."""
-    from evaluation.benchmarks import LOCAL_SUFFIX
+    from evaluation.benchmarks import FIXED_SUFFIX, LOCAL_SUFFIX
 
-    # A task run on local files runs under its thin copy's name (<task>_local), which names its log.
+    # A task run on local files, or with corrected scoring, runs under its thin copy's name
+    # (<task>_local, <task>_fixed), which names its log.
     found = []
-    for run_as in (task, task + LOCAL_SUFFIX):
+    for run_as in (task, task + LOCAL_SUFFIX, task + FIXED_SUFFIX):
         name = re.compile(rf"\d{{8}}_\d{{6}}_samples_{re.escape(run_as)}\.jsonl")
         found += [p for p in Path(stage_dir).glob(f"lmms_eval/*/*_samples_{run_as}.jsonl") if name.fullmatch(p.name)]
     found.sort(key=lambda p: p.name)

@@ -73,3 +73,45 @@ def test_lmms_eval_reads_the_fixed_scoring_from_the_local_copy(scoring, tmp_path
     config = load_yaml_config(str(test_the_local_copy_uses_the_fixed_scoring(tmp_path)))
     assert config["process_results"].__module__ == "mathvista_decimal"
     assert config["process_results"](DOC, ["1.5"])["llm_as_judge_eval"]["true_false"] is True
+
+
+def hub_mathvista() -> dict:
+    from evaluation.benchmarks import task_entries
+    from tests.test_evaluate import load_set
+
+    (entry,) = [e for e in task_entries(load_set("paper_table1")) if e["benchmark"] == "MathVista"]
+    return entry
+
+
+def test_the_hub_task_runs_as_a_thin_copy_with_the_fixed_scoring(tmp_path):
+    """Runs of the hub dataset get the same correction: a copy of the installed task that replaces
+    only process_results (the hub data and every other key are the installed YAML's)."""
+    from evaluation.benchmarks import task_yaml_path
+    from evaluation.stage import write_local_tasks
+
+    write_local_tasks([hub_mathvista()], tmp_path / "tasks")
+    path = tmp_path / "tasks/mathvista_testmini_format_fixed/mathvista_testmini_format_fixed.yaml"
+    assert path.read_text().splitlines() == [
+        f'include: "{task_yaml_path("mathvista_testmini_format")}"', 'task: "mathvista_testmini_format_fixed"',
+        "process_results: !function mathvista_decimal.process_results"]
+    assert (path.parent / "mathvista_decimal.py").read_text() == (TASKS / "mathvista_decimal.py").read_text()
+    return path
+
+
+def test_the_hub_command_runs_the_fixed_copy_from_the_stage_folder(tmp_path):
+    from evaluation.command import build_command
+
+    env = {"API_TYPE": "openai", "OPENAI_API_KEY": "k", "OPENAI_API_URL": "http://127.0.0.1:9/v1"}
+    argv, _ = build_command(tmp_path / "m", tmp_path / "e", benchmarks={"name": "one", "tasks": [hub_mathvista()]},
+                            pixels={"min_pixels": 3136, "max_pixels": 12544}, eval_cfg={}, environ=env)
+    assert argv[argv.index("--tasks") + 1] == "mathvista_testmini_format_fixed"
+    assert argv[argv.index("--include_path") + 1] == str(tmp_path / "e/tasks")
+
+
+@pytest.mark.slow
+def test_lmms_eval_reads_the_fixed_scoring_from_the_hub_copy(scoring, tmp_path):
+    from lmms_eval.utils import load_yaml_config
+
+    config = load_yaml_config(str(test_the_hub_task_runs_as_a_thin_copy_with_the_fixed_scoring(tmp_path)))
+    assert config["dataset_path"] == "AI4Math/MathVista" and config["task"] == "mathvista_testmini_format_fixed"
+    assert config["process_results"](DOC, ["1.5"])["llm_as_judge_eval"]["true_false"] is True
