@@ -481,8 +481,10 @@ def test_a_judge_killed_mid_evaluation_makes_its_task_na_with_the_reason(bench_d
         stub.close()
 
     threading.Thread(target=kill_after_first_call, daemon=True).start()
+    # Two of MM-Vet's three questions: lmms-eval retries an unanswered judge call for ~2 minutes
+    # (3 x 5 attempts, 10 s apart), so each question after the judge has gone costs that much.
     out = run_evaluation(tiny_models["model"], tmp_path / "eval", benchmarks={"name": "m", "tasks": [mmvet]},
-                         judge=judge, pixels=PIXELS, eval_cfg=CPU, meta=META, log=lambda *_: None)
+                         judge=judge, pixels=PIXELS, eval_cfg={**CPU, "limit": 2}, meta=META, log=lambda *_: None)
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert (record["status"], record["value"]) == ("n/a", None)
     assert record["reason"] == (f"the judge stopped answering during evaluation (judge 'loopback' at {stub.url}/models "
