@@ -1,6 +1,8 @@
 """`python -m harness prefetch [overrides]`: download what a config needs while online, so the
 run itself can go offline (a cluster's compute nodes often have no network): the two backbone checkpoints, the caption/SFT
-datasets (into paths.data_root/<folder of the configured paths>), and the benchmark datasets."""
+datasets (into paths.data_root/<folder of the configured paths>), their images (each source's
+`layout`: fetched and unpacked by data_prep/unpack.py, then counted by the coverage check), and
+the benchmark datasets."""
 
 from __future__ import annotations
 
@@ -27,11 +29,41 @@ def download_dataset(source: dict, log=print) -> Path:
     hub, target = source["hub"], dataset_target(source)
     log(f"{source['label']}: {hub['repo_id']} -> {target}")
     try:
-        snapshot_download(repo_id=hub["repo_id"], repo_type=hub.get("repo_type", "dataset"), local_dir=target)
+        snapshot_download(repo_id=hub["repo_id"], repo_type=hub.get("repo_type", "dataset"), local_dir=target,
+                          ignore_patterns=image_archives(source, hub["repo_id"]) or None)
     except (LocalEntryNotFoundError, OSError) as exc:
         raise PrefetchError(f"cannot download {hub['repo_id']} for captions/{source['name']} "
                             f"(offline? HF_HUB_OFFLINE={__import__('os').environ.get('HF_HUB_OFFLINE', '0')}): {exc}")
     return target
+
+
+def image_archives(source: dict, repo_id: str) -> list[str]:
+    """The patterns of the source's image archives in its own dataset repo: its layout fetches
+    and unpacks them (into .downloads), so the caption download leaves them out."""
+    origins = ((source.get("layout") or {}).get("origins") or {}).values()
+    return [p for o in origins if (o.get("hub") or {}).get("repo_id") == repo_id for p in o.get("files") or []]
+
+
+def fill_images(cfg: dict, log=print) -> list[str]:
+    """Fetch and unpack the images of every source of the run (data_prep/unpack.py), then count
+    them (data_prep/coverage.py); the problems found, each naming its origin or archive."""
+    from data_prep.coverage import check_sources, render, run_sources
+    from data_prep.unpack import fill_layout
+
+    problems = []
+    sources = run_sources(cfg)
+    for role, source in sources:
+        if source.get("layout"):
+            manifest = fill_layout(source, cfg["paths"]["data_root"], log=log)
+            problems += [f"{role} ({source['name']}) origin {o['origin']}: {o['error']}"
+                         for o in manifest["origins"] if o["error"]]
+            problems += [f"{role} ({source['name']}) origin {o['origin']}: {a['archive']} is broken: {a['error']}"
+                         for o in manifest["origins"] for a in o["archives"] if a["error"]]
+    if sources:
+        report = check_sources(sources, cfg["paths"]["data_root"], progress=True)
+        render(report)
+        problems += report.problems()
+    return problems
 
 
 def prefetch(cfg: dict, log=print) -> int:
@@ -48,6 +80,7 @@ def prefetch(cfg: dict, log=print) -> int:
             source = cfg[role]
             if source.get("hub") and not uses_world(source):
                 download_dataset(source, log)
+        problems = fill_images(cfg, log)
         reference = cfg["eval"].get("reference_model")
         if reference:  # the calibration row's stock model, read by lmms-eval from the HF cache
             from huggingface_hub import snapshot_download
@@ -59,4 +92,6 @@ def prefetch(cfg: dict, log=print) -> int:
     except Exception as exc:  # noqa: BLE001 - one line for the user, whatever failed
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0
+    for line in problems:   # after everything else was fetched: what is still missing, and why
+        print(f"error: {line}", file=sys.stderr)
+    return 1 if problems else 0

@@ -1,0 +1,203 @@
+"""From nothing to a verified data root: the sources' real layouts (configs/hydra, composed once),
+archives in the published shapes served over loopback HTTP, unpacked by data_prep/unpack.py and
+counted by data_prep/coverage.py. Expected counts are those of tests/data_root_world.py, by hand."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from data_prep.coverage import check_sources, coverage_problems
+from data_prep.unpack import MARKERS, fill_layout, group_archives, unpack
+from tests import data_root_world as world
+from tests.conftest import REPO, run_harness
+
+PLACEHOLDER = "/DATA_ROOT_PLACEHOLDER"
+
+
+@pytest.fixture(scope="session")
+def composed() -> dict[str, dict]:
+    """The paper's sources as configs/hydra composes them, data_root a placeholder: name -> source."""
+    from harness.config import compose_job
+
+    out = {}
+    for captions in ("caprl_sharegpt4v_1m", "sharegpt4v_1m", "densefusion_1m"):
+        cfg = compose_job(["experiment=caprl2m", f"captions={captions}", f"paths.data_root={PLACEHOLDER}"])
+        for role in ("align_data", "captions", "sft_data"):
+            out[cfg[role]["name"]] = cfg[role]
+    return out
+
+
+def _rooted(node, root: str):
+    if isinstance(node, str):
+        return node.replace(PLACEHOLDER, root)
+    if isinstance(node, dict):
+        return {k: _rooted(v, root) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_rooted(v, root) for v in node]
+    return node
+
+
+def offline(source: dict, url: str) -> dict:
+    """The source with its hub origins fetched from the loopback server instead (same file names),
+    and origins on the internet left to the user (nothing leaves this machine)."""
+    source = copy.deepcopy(source)
+    for origin in (source.get("layout") or {}).get("origins", {}).values():
+        if origin.get("hub"):
+            origin["urls"] = [f"{url}/{f.rsplit('/', 1)[-1]}" for f in origin.pop("files")]
+            origin.pop("hub")
+        if any(not u.startswith(url) for u in origin.get("urls") or []):
+            origin.pop("urls")
+            origin["note"] = "on the internet (not fetched by the tests)"
+    return source
+
+
+@pytest.fixture
+def data_root(tmp_path, composed):
+    served, root = world.build(tmp_path)
+    server, url = world.serve(served)
+    sources = {name: offline(_rooted(src, str(root)), url) for name, src in composed.items()}
+    # the hub's pattern images/DenseFusion-1M/*.zip: its three zips
+    sources["densefusion_1m"]["layout"]["origins"]["zips"]["urls"] = [f"{url}/{k:06d}.zip" for k in (1, 2, 3)]
+    (root / "urls" / "sam.txt").write_text("".join(f"{url}/sam.tar.part-{s}\n" for s in ("ab", "aa", "ac")))
+    yield root, sources, url
+    server.shutdown()
+
+
+def _by_prefix(report, name: str) -> dict:
+    source = next(s for s in report.sources if s.name == name)
+    return {p.prefix: (p.rows, p.images, p.present, p.missing, p.examples) for p in source.prefixes}
+
+
+def test_before_any_fetch_the_missing_images_are_counted_per_prefix_with_their_origin(data_root):
+    root, sources, _ = data_root
+    report = check_sources([("captions", sources["sharegpt4v_1m"])], root)
+    assert _by_prefix(report, "sharegpt4v_1m") == {
+        "coco/": (3, 3, 3, 0, []),
+        "llava/llava_pretrain/images/": (2, 2, 0, 2, ["llava/llava_pretrain/images/00000/000000001.jpg",
+                                                       "llava/llava_pretrain/images/00001/000010001.jpg"]),
+        "sam/images/": (5, 5, 0, 5, ["sam/images/sa_1.jpg", "sam/images/sa_2.jpg", "sam/images/sa_3.jpg"]),
+    }
+    (problem,) = report.problems()
+    assert "only 3 of 10 rows (30.0%)" in problem and "min_kept_fraction=0.9" in problem
+    assert "sam/images/: 5 of 5 images missing (e.g. sam/images/sa_1.jpg); origin sam (URL list " in problem
+
+
+def test_fill_unpacks_zips_and_split_tars_links_shared_folders_and_names_the_broken_zip(data_root):
+    root, sources, _ = data_root
+    logged = []
+    manifests = {name: fill_layout(sources[name], root, log=logged.append)
+                 for name in ("llava_558k", "densefusion_1m", "sharegpt4v_1m", "caprl_sharegpt4v_1m")}
+    dense = manifests["densefusion_1m"]["origins"][0]["archives"]
+    assert [(a["archive"], a["files"], a["error"] is not None) for a in dense] == [
+        ("000001.zip", 4, False), ("000002.zip", 0, True), ("000003.zip", 4, False)]
+    assert "BadZipFile" in dense[1]["error"]
+    assert any("000002.zip BROKEN" in line for line in logged)
+    assert sorted(p.name for p in (root / "DenseFusion-1M" / "images" / MARKERS).iterdir()) == [
+        "000001.zip.json", "000003.zip.json"]
+    sam = next(o for o in manifests["sharegpt4v_1m"]["origins"] if o["origin"] == "sam")["archives"]
+    assert [(a["archive"], [Path(p).name for p in a["parts"]], a["files"]) for a in sam] == [
+        ("sam.tar", ["sam.tar.part-aa", "sam.tar.part-ab", "sam.tar.part-ac"], 5)]
+    assert sorted(os.listdir(root / "ShareGPT4V" / "data" / "sam" / "images")) == [
+        ".unpacked", *[f"sa_{i}.jpg" for i in range(1, 6)]]
+    assert (root / "images" / "sharegpt4v").resolve() == (root / "ShareGPT4V" / "data").resolve()
+    assert not list(root.rglob(".unpacking-*"))   # no half-unpacked archive is left behind
+
+    report = check_sources([("align_data", sources["llava_558k"]), ("captions", sources["densefusion_1m"]),
+                            ("captions", sources["sharegpt4v_1m"])], root)
+    assert _by_prefix(report, "llava_558k") == {"": (5, 5, 4, 1, ["00002/000020001.jpg"])}
+    assert _by_prefix(report, "densefusion_1m") == {"": (12, 12, 8, 4, ["000002/0.jpg", "000002/1.jpg",
+                                                                        "000002/2.jpg"])}
+    assert [p.fix for p in report.sources[1].prefixes][0].endswith(
+        "broken archive(s) 000002.zip: download them again, then `python -m harness prefetch`")
+    assert [(s.name, s.covered, s.rows) for s in report.sources] == [
+        ("llava_558k", 4, 5), ("densefusion_1m", 8, 12), ("sharegpt4v_1m", 10, 10)]
+    assert len(report.problems()) == 2   # llava 80%, densefusion 67%: below 0.9
+
+
+def test_a_second_fill_skips_what_is_unpacked(data_root):
+    root, sources, _ = data_root
+    fill_layout(sources["llava_558k"], root, log=lambda _: None)
+    again = fill_layout(sources["llava_558k"], root, log=lambda _: None)
+    (archive,) = again["origins"][0]["archives"]
+    assert (archive["archive"], archive["files"], archive["error"]) == ("images.zip", 4, None)
+    assert (root / "LLaVA-Pretrain" / "images" / MARKERS / "images.zip.json").is_file()
+
+
+def test_shared_images_are_counted_once_and_the_table2_pair_compared(data_root):
+    root, sources, _ = data_root
+    for name in ("llava_558k", "sharegpt4v_1m", "caprl_sharegpt4v_1m"):
+        fill_layout(sources[name], root, log=lambda _: None)
+    report = check_sources([("captions", sources["caprl_sharegpt4v_1m"]), ("captions", sources["sharegpt4v_1m"])],
+                           root)
+    caprl = report.sources[0]
+    assert (caprl.rows, caprl.outside, caprl.covered) == (4, 2, 3)
+    assert _by_prefix(report, "caprl_sharegpt4v_1m") == {
+        "sharegpt4v/": (4, 4, 3, 1, ["sharegpt4v/coco/train2017/9.jpg"])}
+    assert (report.on_disk, report.shared) == (10, 3)   # ShareGPT4V's 10 images; 3 of them CapRL's too
+    (pair,) = report.pairs
+    assert (pair.left, pair.right, pair.both, pair.only_left, pair.only_right) == (
+        "caprl_sharegpt4v_1m", "sharegpt4v_1m", 3, 1, 7)
+    assert pair.examples_left == ["coco/train2017/9.jpg"]
+
+
+def test_split_parts_group_in_order_whatever_order_they_are_listed(tmp_path):
+    names = ["x.tar.part-ab", "b.zip", "x.tar.part-aa", "a.tgz.001", "a.tgz.000", "notes.txt"]
+    archives = group_archives([tmp_path / n for n in names])
+    assert [(a.name, [p.name for p in a.parts]) for a in archives] == [
+        ("a.tgz", ["a.tgz.000", "a.tgz.001"]), ("b.zip", ["b.zip"]), ("x.tar", ["x.tar.part-aa", "x.tar.part-ab"])]
+
+
+def test_an_interrupted_unpack_is_started_over(tmp_path):
+    archive = tmp_path / "images.zip"
+    world._zip(archive, ["a/1.jpg", "a/2.jpg"])
+    dest = tmp_path / "out"
+    (dest / ".unpacking-images.zip" / "a").mkdir(parents=True)   # what a killed run leaves
+    (dest / ".unpacking-images.zip" / "a" / "half.jpg").write_bytes(b"half")
+    (a,) = group_archives([archive])
+    assert (unpack(a, dest).files, a.error, a.skipped) == (2, None, False)
+    assert sorted(str(p.relative_to(dest)) for p in dest.rglob("*.jpg")) == ["a/1.jpg", "a/2.jpg"]
+
+
+def test_a_checksum_mismatch_names_the_archive_and_unpacks_nothing_of_it(data_root, tmp_path):
+    import hashlib
+
+    root, sources, url = data_root
+    good = hashlib.sha256((root.parent / "served" / "000003.zip").read_bytes()).hexdigest()
+    (root / "urls" / "df.txt").write_text(f"# DenseFusion zips\n{url}/000001.zip {'0' * 64}\n{url}/000003.zip {good}\n")
+    origin = sources["densefusion_1m"]["layout"]["origins"]["zips"]
+    origin.pop("urls")
+    origin["url_list"] = str(root / "urls" / "df.txt")
+    manifest = fill_layout(sources["densefusion_1m"], root, log=lambda _: None)
+    first, third = manifest["origins"][0]["archives"]
+    assert first["error"].startswith("sha256 ") and first["error"].endswith(f"differs from the published {'0' * 64}")
+    assert (third["sha256"], third["files"], third["error"]) == (good, 4, None)
+    assert sorted(os.listdir(root / "DenseFusion-1M" / "images")) == [".unpacked", "000003"]
+
+
+def test_a_missing_url_list_says_which_file_to_write(data_root):
+    root, sources, _ = data_root
+    (root / "urls" / "sam.txt").unlink()
+    manifest = fill_layout(sources["sharegpt4v_1m"], root, log=lambda _: None)
+    sam = next(o for o in manifest["origins"] if o["origin"] == "sam")
+    assert sam["error"].startswith(f"UnpackError: origin sam: URL list {root}/urls/sam.txt does not exist: "
+                                   "write the archive URLs of sam/images/ into it")
+
+
+def test_run_sources_leave_out_what_the_chain_builds_and_refuse_short_coverage(data_root):
+    root, sources, _ = data_root
+    cfg = {"paths": {"data_root": str(root)}, "align_data": sources["llava_558k"],
+           "captions": {"name": "synthetic_dense", "reader": "caprl_jsonl", "paths": ["world://x.jsonl"],
+                        "image_root": "world://images"},
+           "sft_data": {"name": "vanilla", "reader": None}}
+    (problem,) = coverage_problems(cfg)
+    assert problem.startswith("align_data (llava_558k): only 0 of 5 rows (0.0%) have their images under ")
