@@ -343,17 +343,15 @@ def render(report: Report, console=None) -> None:
     if console is None:
         console = Console()
         if not console.is_terminal:   # logs and pipes: wide enough for a row per prefix
-            console = Console(width=160)
+            console = Console(width=220)
     table = Table(title="image coverage (files on disk; nothing decoded)")
     for col in ("source", "covered", "prefix", "origin", "rows", "images", "present", "missing", "missing, e.g."):
         table.add_column(col, justify="right" if col in ("rows", "images", "present", "missing") else "left",
                          no_wrap=col != "missing, e.g.")
     for s in report.sources:
-        verdict = "ok" if s.problem() is None else "[red]SHORT[/red]"
-        head = [f"{s.role}: {s.name}", "[red]caption files missing[/red]" if s.error else
-                f"{s.fraction:.1%} {verdict} (min {s.min_kept_fraction:g})"]
-        if s.outside:
-            head[1] += f"; {s.outside:,} rows outside path_prefix"
+        verdict = (f">= {s.min_kept_fraction:g} ok" if s.problem() is None
+                   else f"< {s.min_kept_fraction:g} [red]SHORT[/red]")
+        head = [f"{s.role}: {s.name}", "[red]caption files missing[/red]" if s.error else f"{s.fraction:.1%} {verdict}"]
         for p in s.prefixes or [PrefixCoverage("-", "-")]:
             table.add_row(*head, p.prefix or "(root)", p.origin, f"{p.rows:,}", f"{p.images:,}", f"{p.present:,}",
                           f"{p.missing:,}", ", ".join(p.examples))
@@ -362,6 +360,9 @@ def render(report: Report, console=None) -> None:
     console.print(table)
     console.print(f"images on disk referenced: {report.on_disk:,} (shared by several sources: {report.shared:,}); "
                   f"{report.folders_listed:,} folder(s) listed")
+    for s in report.sources:
+        if s.outside:
+            console.print(f"{s.name}: {s.outside:,} rows outside its path_prefix (another source's images) not counted")
     if report.pairs:
         pairs = Table(title="matched pairs (layout.same_images_as)")
         for col in ("source", "same images as", "match key", "both", "only left", "only right"):

@@ -201,3 +201,53 @@ def test_run_sources_leave_out_what_the_chain_builds_and_refuse_short_coverage(d
            "sft_data": {"name": "vanilla", "reader": None}}
     (problem,) = coverage_problems(cfg)
     assert problem.startswith("align_data (llava_558k): only 0 of 5 rows (0.0%) have their images under ")
+
+
+@pytest.mark.slow
+def test_an_unpack_killed_midway_never_looks_done_and_the_next_run_completes_it(tmp_path):
+    archive = tmp_path / "big.zip"
+    world._zip(archive, [f"{i // 1000:03d}/{i}.jpg" for i in range(20000)])
+    dest = tmp_path / "out"
+    cmd = [sys.executable, "-m", "data_prep.unpack", str(archive), "--to", str(dest)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    deadline = time.time() + 120
+    while not (dest / ".unpacking-big.zip" / "005").exists():   # a quarter of it extracted
+        assert proc.poll() is None, f"finished before the kill: {proc.stdout.read()}"
+        assert time.time() < deadline
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert os.listdir(dest) == [".unpacking-big.zip"]   # no marker, no file in the target yet
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("big.zip: 20000 files, ")
+    assert sorted(os.listdir(dest)) == [".unpacked", *[f"{k:03d}" for k in range(20)]]
+    assert sum(len(files) for _, _, files in os.walk(dest / "019")) == 1000
+
+
+@pytest.mark.slow
+def test_data_check_prints_the_per_prefix_table_and_refuses_short_coverage(data_root, tmp_path):
+    root, sources, _ = data_root
+    for name in ("llava_558k", "densefusion_1m", "sharegpt4v_1m", "caprl_sharegpt4v_1m", "open_llava_next_mix1m"):
+        fill_layout(sources[name], root, log=lambda _: None)
+    args = ["data", "check", "experiment=caprl2m", "captions=caprl_sharegpt4v_1m", f"paths.data_root={root}"]
+    proc = run_harness(tmp_path / "results", *args, "--json", check=False, timeout=300)
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    counts = {s["name"]: {p["prefix"]: [p["rows"], p["images"], p["present"], p["missing"]] for p in s["prefixes"]}
+              for s in report["sources"]}
+    assert counts == {
+        "llava_558k": {"": [5, 5, 4, 1]},
+        "caprl_sharegpt4v_1m": {"sharegpt4v/": [4, 4, 3, 1]},
+        "open_llava_next_mix1m": {"(text-only)": [1, 0, 0, 0], "coco/": [2, 2, 2, 0]},
+        "sharegpt4v_1m": {"coco/": [3, 3, 3, 0], "llava/llava_pretrain/images/": [2, 2, 2, 0],
+                          "sam/images/": [5, 5, 5, 0]},
+    }
+    assert [(p["left"], p["right"], p["both"], p["only_left"], p["only_right"]) for p in report["pairs"]] == [
+        ("caprl_sharegpt4v_1m", "sharegpt4v_1m", 3, 1, 7)]
+    assert [s["name"] for s in report["sources"] if s["problem"]] == ["llava_558k", "caprl_sharegpt4v_1m"]   # 80%, 75%
+    table = run_harness(tmp_path / "results", *args, check=False, timeout=300)
+    print(table.stdout)
+    assert table.returncode == 1
+    assert "refused: align_data (llava_558k): only 4 of 5 rows (80.0%)" in table.stdout
+    assert "│ sam/images/" in table.stdout
