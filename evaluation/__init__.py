@@ -34,15 +34,19 @@ Inputs
     offline: true          (optional) HF_HUB_OFFLINE / HF_DATASETS_OFFLINE / TRANSFORMERS_OFFLINE
 - meta: {run, backbone, caption_source}, the paper's labels for the records.
 
-Judge tasks (MathVista, MMBench, MMVet) need the key lmms-eval's judge reads (OPENAI_API_KEY, or
-AZURE_API_KEY etc. by API_TYPE); without it they are left out of the command and recorded as
-n/a, never 0. A judge on loopback: API_TYPE=local with LLM_JUDGE_URL (lmms-eval's `local`
-provider; MMBench's own fallback client cannot use it, see judge_warnings). The key is only ever inherited from the environment; secrets are masked in the log.
+Judge tasks (MathVista, MMBench, MMVet) are judged by the `judge` config (evaluation/judge.py:
+base_url, served model, weights, api_key_env), which sets the variables lmms-eval reads per task;
+with judge=none, by what the environment names (OPENAI_API_KEY, API_TYPE=local + LLM_JUDGE_URL,
+...; without a key they are n/a, never 0). A judge that does not answer, before or after its task
+ran, makes the task n/a with the reason. The key is only ever inherited from the environment;
+secrets are masked in the log.
 
-Outputs under out_dir: tasks/ (local lmms-eval tasks), lmms_eval/ (lmms-eval's results JSON and
-per-sample logs), lmms_eval.log, and results.jsonl with one record per benchmark appended per run:
+Outputs under out_dir: tasks/ (local lmms-eval tasks, checked up front), by_task/<task>/ (one
+lmms-eval run per task: its tasks/, lmms_eval/ results JSON and per-sample logs, lmms_eval.log,
+and score.json once it has a score), and results.jsonl with one record per benchmark:
     {run, backbone, caption_source, benchmark, task, metric, value (0-100 or null), n,
-     status ("ok" | "n/a"), reason, lmms_eval_version, model_args, timestamp (ISO 8601 UTC)}
+     status ("ok" | "n/a"), reason, lmms_eval_version, model_args, timestamp (ISO 8601 UTC),
+     judge (null, or {name, model, weights, base_url} for a judged task), samples (per-sample log)}
 Before lmms-eval starts, every task's code is checked for modules this environment lacks (one
 failing import ends the whole lmms-eval run). lmms-eval exits 0 even when the model fails to load, so the stage fails (EvaluationError, with
 the tail of lmms-eval's log) unless its results file has every requested task and metric.

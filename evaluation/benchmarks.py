@@ -109,17 +109,12 @@ def judge_answers(env: Mapping[str, str] | None = None, timeout_s: float = 10.0)
     url = judge_models_url(env)
     if url is None:
         return True, ""
-    import httpx
+    from evaluation.judge import model_list
 
     var = JUDGE_KEY_VARS.get(env.get("API_TYPE", "openai").strip().lower(), "")
     headers = {"Authorization": f"Bearer {env[var]}"} if var.endswith("_KEY") and env.get(var) else {}
-    try:
-        reply = httpx.get(url, headers=headers, timeout=timeout_s)
-    except httpx.HTTPError as exc:
-        return False, f"judge task: the judge at {url} does not answer ({type(exc).__name__}: {exc})"
-    if reply.status_code != 200:
-        return False, f"judge task: the judge at {url} answered HTTP {reply.status_code}"
-    return True, ""
+    reply, why = model_list(url, headers, timeout_s)
+    return (True, "") if reply is not None else (False, f"judge task: the judge at {url} {why}")
 
 
 def split_judge(entries: list[dict], env: Mapping[str, str] | None = None,

@@ -86,12 +86,13 @@ def model_args(model_dir: Path | str, pixels: Mapping, cfg: Mapping, system_prom
 
 
 def build_command(model_dir: Path, out_dir: Path, *, benchmarks: Mapping, pixels: Mapping,
-                  eval_cfg: Mapping, system_prompt: str | None = None) -> tuple[list[str], dict]:
+                  eval_cfg: Mapping, system_prompt: str | None = None,
+                  environ: Mapping[str, str] | None = None) -> tuple[list[str], dict]:
     """The exact lmms-eval argv and the extra environment; judge tasks without a key are left out.
 
     An empty argv means there is nothing to run (every task is a judge task without a key)."""
     cfg = eval_settings(eval_cfg)
-    runnable, _ = split_judge(task_entries(benchmarks))
+    runnable, _ = split_judge(task_entries(benchmarks), env=environ)
     # Each launched process gets its share of the cores (stagekit/threads.py): N processes with a
     # machine-wide pool each would take turns on the same cores.
     env = {**BASE_ENV, **(OFFLINE_ENV if cfg["offline"] else {}), **thread_env(threads_per_process(processes(cfg)))}

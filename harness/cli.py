@@ -133,8 +133,19 @@ def main(argv: Sequence[str]) -> int:
     except BadOverride as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if command == "plan":
-        return _plan(job_overrides(overrides), configs)
+    if command in ("run", "plan"):
+        from harness.validate import preflight_problems
+
+        jobs = job_overrides(overrides)
+        missing = [(job, p) for job, cfg in zip(jobs, configs) for p in preflight_problems(cfg)]
+        for job, p in missing:   # before stage 1 of any job
+            where = f" (job: {' '.join(job)})" if len(jobs) > 1 else ""
+            print(f"error: {p}{where}", file=sys.stderr)
+        if command == "plan":   # the plan is still shown: it says what to fetch and start
+            rc = _plan(jobs, configs)
+            return rc or (1 if missing else 0)
+        if missing:
+            return 2
     if command == "prefetch":
         from harness.prefetch import prefetch
 

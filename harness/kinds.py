@@ -6,6 +6,8 @@ owns its slice of the run config:
                                     fingerprinted), settings (run-only), inputs, resumable, summary,
                                     every_node (multi-node: nodes > 0 run it too, for their share)
     problems(cfg) -> [str]          (optional) what in the run config it cannot run, key named
+    preflight(cfg) -> [str]         (optional) what it will read that is not there (files, servers),
+                                    checked by `run` and `plan` before stage 1, each naming the fix
     run(StageRun) -> dict           does the work in explicit folders (stagekit.StageRun)
     PIPELINES                       (optional) the pipelines it runs in; default ("pretrain",)
 

@@ -84,3 +84,13 @@ def run_problems(cfg: Mapping) -> list[str]:
     if until is not None and until not in names:
         problems.append(f"until: {until!r} is not a stage of this run; stages: {', '.join(names)}")
     return problems
+
+
+def preflight_problems(cfg: Mapping) -> list[str]:
+    """What one job will read that is not there (datasets, a judge server): each kind's optional
+    `preflight(cfg)`, checked by `run` and `plan` before stage 1 so a missing file or a dead server
+    fails in seconds, not after the training stages. Unlike run_problems, this touches files and
+    the network."""
+    from harness.chain import active_kinds
+
+    return [p for kind in active_kinds(cfg) if hasattr(kind, "preflight") for p in kind.preflight(cfg)]

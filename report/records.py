@@ -19,7 +19,8 @@ KEYS = ("run", "backbone", "caption_source", "benchmark", "task", "metric", "val
         "reason", "lmms_eval_version", "model_args", "timestamp")
 # Optional: what distinguishes jobs of one recipe (the seed, the job's other settings as text) and
 # where the per-sample log is. When a record lacks them, collect_records derives them from disk.
-OPTIONAL_KEYS = ("seed", "job", "samples")
+OPTIONAL_KEYS = ("seed", "job", "samples", "judge")
+JUDGE_KEYS = ("name", "model", "weights", "base_url")   # who scored a judge task (null: no judge)
 _LABELS = ("run", "backbone", "caption_source", "benchmark", "task", "metric")
 # Run-config keys that say where or how a job ran, not what it computed: they never tell two
 # jobs apart. `seed` is kept apart: jobs that differ only by it are one row, averaged.
@@ -177,6 +178,11 @@ def validate_record(obj: object) -> dict:
     _check_optional(obj, "reason", str)
     _check_optional(obj, "lmms_eval_version", str)
     _check_optional(obj, "model_args", (str, dict))
+    _check_optional(obj, "judge", dict)
+    judge = obj.get("judge")
+    if judge is not None and (sorted(judge) != sorted(JUDGE_KEYS)
+                              or not all(isinstance(v, str) for v in judge.values())):
+        raise ValueError(f"'judge' must be null or {{{', '.join(JUDGE_KEYS)}}} as strings, got {judge!r}")
     for key, kind in (("seed", int), ("job", str), ("samples", str)):
         _check_optional(obj, key, kind)
     parse_timestamp(obj["timestamp"])

@@ -97,7 +97,7 @@ def build_table(records, *, benchmarks: list[str] | None = None, baseline: str |
     pairs = baseline_pairs(rows, baseline)
     _set_deltas(pairs, columns)
     _mark_best(rows, columns)
-    table = Table(columns, rows, baseline=baseline or VANILLA, notes=_seed_notes(rows))
+    table = Table(columns, rows, baseline=baseline or VANILLA, notes=_seed_notes(rows) + judge_notes(rows))
     if statistics:
         from report.confidence import add_statistics
 
@@ -119,6 +119,23 @@ def _make_rows(records: list[dict], columns: list[str]) -> list[Row]:
     for row in rows:
         _fill_cells(row)
     return rows
+
+
+def judge_notes(rows: list[Row]) -> list[str]:
+    """Who judged the judge-scored cells; when rows were scored by different judges, say that
+    their judge columns (and so their Avg) do not compare."""
+    judges: dict[str, set[str]] = {}
+    for row in rows:
+        for bench, recs in row.runs.items():
+            for rec in recs:
+                if rec.get("judge"):
+                    j = rec["judge"]
+                    who = f"{j['name']}: {j['model']} (weights {j['weights']}) at {j['base_url']}"
+                    judges.setdefault(who, set()).add(bench)
+    notes = [f"Judged by {who}: {', '.join(sorted(benches))}" for who, benches in judges.items()]
+    if len(judges) > 1:
+        notes.append("Rows were scored by different judges: their judge columns and Avg do not compare")
+    return notes
 
 
 def _seed_notes(rows: list[Row]) -> list[str]:

@@ -89,13 +89,21 @@ def test_every_group_option_validates_under_every_experiment(experiment, group, 
     """What `run` checks before any work (composition, interpolation, stage names, recipe) passes
     for every option on top of every experiment, so no shipped config fails hours in. Two
     exceptions are real: the embedded global batch of 4 cannot be spread over 4 nodes x 8 GPUs,
-    and the embedded experiment evaluates on CPU, where vLLM does not run."""
+    and the embedded experiment evaluates on CPU, where vLLM does not run; the loopback judge names
+    no weights until the user does; the paper's recipe builds no world for the local benchmark files."""
     overrides = [f"experiment={experiment}", f"{group}={option}"]
     if (group, option) == ("tracker", "mlflow"):   # mlflow is not in the lock: said before any work
         with pytest.raises(BadOverride, match="tracker=mlflow needs the mlflow package"):
             validate_overrides(overrides)
     elif experiment == "embedded" and (group, option) == ("eval", "vllm"):
         with pytest.raises(BadOverride, match=r"eval.model=vllm needs eval.device=cuda"):
+            validate_overrides(overrides)
+    elif (group, option) == ("judge", "loopback"):   # a judge's weights are recorded with its scores: no default
+        with pytest.raises(BadOverride, match=r"judge.weights"):
+            validate_overrides(overrides)
+    elif experiment == "caprl2m" and (group, option) == ("benchmarks", "paper_table1_local"):
+        # the local benchmark files are the embedded world's; the paper's recipe builds no world
+        with pytest.raises(BadOverride, match=r"reads world://benchmarks/.*which this world does not build"):
             validate_overrides(overrides)
     elif experiment == "embedded" and group == "launcher" and option != "local":
         with pytest.raises(BadOverride, match=r"train.stages.alignment.global_batch_size=32 is not a multiple"):

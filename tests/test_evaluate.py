@@ -250,7 +250,8 @@ def test_embedded_benchmark_scores_are_real_and_follow_the_model(tmp_path, synth
         assert record["status"] == "ok" and record["n"] == len(rows) == 32
         assert record["model_args"] == (f"pretrained={model.resolve()},device=cpu,device_map=cpu,"
                                         "min_pixels=3136,max_pixels=12544")
-        samples = list((tmp_path / name / "lmms_eval").glob("*/*_samples_caprl_synth_vqa.jsonl"))
+        task_dir = tmp_path / name / "by_task/caprl_synth_vqa"
+        samples = list(task_dir.glob("lmms_eval/*/*_samples_caprl_synth_vqa.jsonl"))
         assert len(samples) == 1 and len(samples[0].read_text().splitlines()) == 32
         scores[name] = record["value"]
     # The biased model answers `word` to everything: exactly the questions whose answer is `word`.

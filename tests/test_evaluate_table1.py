@@ -221,12 +221,12 @@ def judge_url(tiny_models, tmp_path_factory):
 
 
 def _samples(out: Path, task: str) -> list[dict]:
-    (path,) = (out / "lmms_eval").glob(f"*/*_samples_{task}_local.jsonl")
+    (path,) = (out / "by_task" / task).glob(f"lmms_eval/*/*_samples_{task}_local.jsonl")
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 MATHVISTA = "mathvista_testmini_format"
-# The report row of the always-"A" model: the twelve columns, then Avg (612.5 / 12; 562.5 / 11 without MathVista)
+# The report row of the always-"A" model: the twelve columns, then Avg (637.5 / 12)
 ROW = {"InfoVQA": "37.5", "DocVQA": "50.0", "ChartQA": "50.0", "RealWorldQA": "50.0", "MathVista": "75.0",
        "SEED2Plus": "25.0", "MME-RealWorld": "50.0", "MMBench": "50.0", "MMStar": "50.0", "MMVet": "100.0",
        "AI2D": "50.0", "GQA": "50.0"}
@@ -235,7 +235,7 @@ ROW = {"InfoVQA": "37.5", "DocVQA": "50.0", "ChartQA": "50.0", "RealWorldQA": "5
 @pytest.mark.slow
 def test_all_twelve_benchmarks_run_on_local_data_with_a_loopback_judge(bench_dir, tiny_models, judge_url, tmp_path,
                                                                       monkeypatch):
-    """One lmms-eval run of the twelve tasks through the evaluate stage's code path, with a real
+    """The twelve tasks, each its own lmms-eval run, through the evaluate stage's code path, with a real
     judge on loopback for the judge tasks."""
     from report import build_table, collect_records, write_report
 
@@ -260,10 +260,10 @@ def test_all_twelve_benchmarks_run_on_local_data_with_a_loopback_judge(bench_dir
     records = [json.loads(line) for line in results.read_text().splitlines()]
     assert {r["task"]: r["value"] for r in records} == {t: EXPECTED_IF_ALWAYS_A[t] for t in ran}
     assert all(r["status"] == "ok" and r["n"] == len(GENERATORS[r["task"]]()[1]) for r in records)
-    # One lmms-eval invocation; the values are its results JSON's real "<metric>,<filter>" keys.
-    scores = json.loads(latest_results_file(out / "lmms_eval", since=0).read_text())["results"]
+    # One lmms-eval invocation per task; the values are its results JSON's real "<metric>,<filter>" keys.
     for e in task_entries(bench):
-        raw = scores[f"{e['task']}_local"][f"{e['metric']},{e['filter']}"]
+        scores = json.loads(latest_results_file(out / "by_task" / e["task"] / "lmms_eval", since=0).read_text())
+        raw = scores["results"][f"{e['task']}_local"][f"{e['metric']},{e['filter']}"]
         assert round(raw * e["scale"], 4) == EXPECTED_IF_ALWAYS_A[e["task"]]
     # The judge answered: MathVista's extractions and MM-Vet's grades are its "1".
     assert [s["llm_as_judge_eval"]["extraction"] for s in _samples(out, MATHVISTA)] == ["1"] * 4
@@ -402,7 +402,7 @@ def test_mmbench_fallback_reaches_an_openai_compatible_judge(bench_dir, tiny_mod
     assert (record["status"], record["value"], record["n"]) == ("ok", 50.0, 4)   # rows answered A: 2 of 4
     assert [s["gpt_eval_score"]["prediction"] for s in _samples(tmp_path / "eval", "mmbench_en_dev")] == ["1"] * 4
     assert posts == 4                                                  # one judge call per row
-    assert "sk-loopback-judge" not in (tmp_path / "eval/lmms_eval.log").read_text()
+    assert "sk-loopback-judge" not in (tmp_path / "eval/by_task/mmbench_en_dev/lmms_eval.log").read_text()
 
 
 def test_judge_warnings_name_the_tasks_whose_judge_client_cannot_reach_the_judge():
@@ -416,3 +416,75 @@ def test_judge_warnings_name_the_tasks_whose_judge_client_cannot_reach_the_judge
     assert [w.split(":")[0] for w in full] == ["mathvista_testmini_format", "mmvet"]
     (base,) = judge_warnings(entries, {"OPENAI_API_URL": "http://127.0.0.1:1/v1"})
     assert base.startswith("mmbench_en_dev: OPENAI_API_URL=http://127.0.0.1:1/v1 is a base URL")
+
+
+@pytest.mark.slow
+def test_a_task_that_raises_costs_only_its_score_and_a_rerun_redoes_only_it(bench_dir, tiny_models, tmp_path,
+                                                                           no_judge):
+    """MMBench with string indexes (as one published card has them) makes lmms-eval's MMBench
+    scoring raise a TypeError; AI2D beside it keeps its score, and the judge configured as a config
+    (LLaMA-Factory's server on loopback, answering "A") judges MMBench once the data is fixed."""
+    import pandas as pd
+
+    tasks = {t["task"]: t for t in local_set(bench_dir)["tasks"]}
+    broken = tmp_path / "mmbench_str.parquet"
+    frame = pd.read_parquet(tasks["mmbench_en_dev"]["local_data"])
+    pd.concat([frame.assign(index=frame["index"].astype(str))]).to_parquet(broken)
+    bench = {"name": "two", "tasks": [tasks["ai2d"], {**tasks["mmbench_en_dev"], "local_data": str(broken)}]}
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    out = tmp_path / "store/evaluate/aaaa"
+    run = dict(pixels=PIXELS, eval_cfg=CPU, meta=META)
+    with judge_server(tiny_models["judge_A"], tmp_path / "judge") as (url, log):
+        judge = {"name": "loopback", "base_url": url.removesuffix("/chat/completions"), "model": "gpt-3.5-turbo",
+                 "weights": "tiny-judge-A", "api_key_env": None}
+        with pytest.raises(EvaluationError) as err:
+            run_evaluation(tiny_models["model_1"], out, benchmarks=bench, judge=judge, log=lambda *_: None, **run)
+        assert str(err.value).startswith("lmms-eval failed on task(s) mmbench_en_dev (the other tasks' scores")
+        records = {r["task"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+        assert (records["ai2d"]["status"], records["mmbench_en_dev"]["status"]) == ("ok", "n/a")
+        assert records["mmbench_en_dev"]["reason"].startswith("lmms-eval failed on this task")
+        assert records["ai2d"]["judge"] is None
+        ai2d_log = out / "by_task/ai2d/lmms_eval.log"
+        before = ai2d_log.stat().st_mtime
+        # the data fixed: the re-run redoes MMBench only
+        bench["tasks"][1] = tasks["mmbench_en_dev"]
+        shown: list[str] = []
+        run_evaluation(tiny_models["model_1"], out, benchmarks=bench, judge=judge, log=shown.append, **run)
+        assert ai2d_log.stat().st_mtime == before and any(x.startswith("ai2d: done already") for x in shown)
+        posts = log.read_text().count('"POST /v1/chat/completions HTTP/1.1" 200')
+    records = {r["task"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert (records["mmbench_en_dev"]["status"], records["mmbench_en_dev"]["value"]) == ("ok", 50.0)
+    assert records["mmbench_en_dev"]["judge"] == {"name": "loopback", "model": "gpt-3.5-turbo",
+                                                  "weights": "tiny-judge-A", "base_url": judge["base_url"]}
+    assert posts == 4   # MMBench's evaluator reached the judge through the full URL, once per row
+    assert records["ai2d"]["samples"].startswith("by_task/ai2d/lmms_eval/")
+    monkeypatch.undo()
+
+
+@pytest.mark.slow
+def test_a_judge_killed_mid_evaluation_makes_its_task_na_with_the_reason(bench_dir, tiny_models, tmp_path, no_judge):
+    """The judge here is tests/stub_endpoint.py (a deterministic OpenAI-compatible server on
+    loopback; the judge is not what is under test): it goes away after MM-Vet's first judge call,
+    and lmms-eval scores the unjudged questions 0 without failing, so the score would read "ok"."""
+    import threading
+
+    from tests.stub_endpoint import StubEndpoint
+
+    (mmvet,) = [t for t in local_set(bench_dir)["tasks"] if t["task"] == "mmvet"]
+    stub = StubEndpoint(model="judge")
+    judge = {"name": "loopback", "base_url": stub.url, "model": "judge", "weights": "stub", "api_key_env": None}
+
+    def kill_after_first_call():
+        while not stub.requests:
+            time.sleep(0.05)
+        stub.close()
+
+    threading.Thread(target=kill_after_first_call, daemon=True).start()
+    out = run_evaluation(tiny_models["model"], tmp_path / "eval", benchmarks={"name": "m", "tasks": [mmvet]},
+                         judge=judge, pixels=PIXELS, eval_cfg=CPU, meta=META, log=lambda *_: None)
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (record["status"], record["value"]) == ("n/a", None)
+    assert record["reason"] == (f"the judge stopped answering during evaluation (judge 'loopback' at {stub.url}/models "
+                                "does not answer (ConnectError))")
+    assert stub.requests   # it was asked before it went away (keep-alive connections may finish their calls)

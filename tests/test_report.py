@@ -12,7 +12,7 @@ import pytest
 from report import (ReportError, build_table, collect_records, compare_with_paper, load_paper_table,
                     to_csv, to_latex, to_markdown, write_report)
 from report.paper import PAPER_BENCHMARKS, PRISM_ONLY_BENCHMARKS, paper_benchmarks
-from report.records import KEYS
+from report.records import KEYS, validate_record
 from report.table import round1
 
 REPO = Path(__file__).resolve().parent.parent
@@ -241,3 +241,19 @@ def test_no_comparison_files_when_the_paper_has_none_of_our_rows(tmp_path):
     written = write_report([rec("synthetic_dense", "A", 50.0)], tmp_path, paper_csv=PAPER / "paper_table1.csv",
                            plots=False)
     assert "paper_comparison_md" not in written and not (tmp_path / "paper_comparison.md").exists()
+
+
+def test_the_judge_of_judged_cells_is_named_and_different_judges_are_said():
+    small = {"name": "loopback", "model": "judge", "weights": "Qwen/Qwen2.5-0.5B-Instruct",
+             "base_url": "http://127.0.0.1:8011/v1"}
+    big = {**small, "model": "big", "weights": "Qwen/Qwen2.5-72B-Instruct"}
+    table = build_table([rec("vanilla", "A", 60.0), rec("vanilla", "MMVet", 30.0) | {"judge": small},
+                         rec("CapRL-1M", "A", 70.0), rec("CapRL-1M", "MMVet", 40.0) | {"judge": small}])
+    md = to_markdown(table)
+    assert "- Judged by loopback: judge (weights Qwen/Qwen2.5-0.5B-Instruct) at http://127.0.0.1:8011/v1: MMVet" in md
+    assert "different judges" not in md
+    mixed = build_table([rec("vanilla", "MMVet", 30.0) | {"judge": small}, rec("CapRL-1M", "MMVet", 40.0) | {"judge": big}])
+    assert ("- Rows were scored by different judges: their judge columns and Avg do not compare"
+            in to_markdown(mixed))
+    with pytest.raises(ValueError, match="'judge' must be null or"):
+        validate_record(rec("vanilla", "MMVet", 30.0) | {"judge": {"name": "x"}})
