@@ -79,6 +79,16 @@ def problems(cfg: Mapping) -> list[str]:
     return out
 
 
+def preflight(cfg: Mapping) -> list[str]:
+    """Before stage 1: a source whose images are on disk for fewer rows than its min_kept_fraction
+    (or whose caption files are not there) is refused now, with the prefix and what fills it,
+    not hours later in its data_prep stage. Files only: the rows' image fields and the folders'
+    listings (data_prep/coverage.py); sources in the embedded world are built by the chain itself."""
+    from data_prep.coverage import coverage_problems
+
+    return coverage_problems(cfg)
+
+
 def run(job: StageRun) -> dict:
     from data_prep import prepare_dataset
 

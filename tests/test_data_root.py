@@ -251,3 +251,19 @@ def test_data_check_prints_the_per_prefix_table_and_refuses_short_coverage(data_
     assert table.returncode == 1
     assert "refused: align_data (llava_558k): only 4 of 5 rows (80.0%)" in table.stdout
     assert "│ sam/images/" in table.stdout
+
+
+@pytest.mark.slow
+def test_run_is_refused_before_stage_1_and_plan_names_the_prefix_when_coverage_is_short(data_root, tmp_path):
+    root, sources, _ = data_root
+    fill_layout(sources["densefusion_1m"], root, log=lambda _: None)   # 000002.zip is broken: 8 of 12
+    results = tmp_path / "results"
+    args = ["experiment=caprl2m", "captions=densefusion_1m", f"paths.data_root={root}"]
+    refused = run_harness(results, "run", *args, check=False, timeout=300)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    line = next(x for x in refused.stderr.splitlines() if "(densefusion_1m)" in x)
+    assert line.startswith("error: captions (densefusion_1m): only 8 of 12 rows (66.7%) have their images under ")
+    assert "broken archive(s) 000002.zip" in line
+    assert not (results / "store").exists()   # no stage started
+    plan = run_harness(results, "plan", *args, check=False, timeout=300)
+    assert plan.returncode == 1 and line in plan.stderr
