@@ -13,7 +13,6 @@ truncation, sizes) still run when the stage runs; this only answers "is the file
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -115,7 +114,8 @@ class Folders:
     def __init__(self):
         self._real: dict[str, str] = {}                    # folder as named -> its real path
         self._names: dict[str, frozenset[str] | None] = {}  # real path -> file names (None: absent)
-        self.referenced: dict[tuple[str, str], set[str]] = defaultdict(set)   # present image -> sources
+        self.referenced: dict[tuple[str, str], str] = {}   # present image -> the first source naming it
+        self.shared: set[tuple[str, str]] = set()           # present images other sources name too
 
     def present(self, folder: str, name: str, source: str) -> bool:
         real = self._real.get(folder)
@@ -126,7 +126,10 @@ class Folders:
             names = self._names[real] = _list(real)
         if names is None or name not in names:
             return False
-        self.referenced[(real, name)].add(source)
+        key = (real, name)
+        first = self.referenced.setdefault(key, source)
+        if first != source:
+            self.shared.add(key)
         return True
 
     def listed(self) -> int:
@@ -311,8 +314,7 @@ def check_sources(sources: list[tuple[str, Mapping]], data_root: str | Path | No
                 keys[source["name"]] = None
     kinds = {s["name"]: parse_source(s).match_key for _, s in sources}
     matched = [_pair(a, b, keys[a], keys[b], kinds[a]) for a, b in pairs if keys[a] is not None and keys[b] is not None]
-    shared = sum(1 for users in folders.referenced.values() if len(users) > 1)
-    return Report(out, matched, len(folders.referenced), shared, folders.listed())
+    return Report(out, matched, len(folders.referenced), len(folders.shared), folders.listed())
 
 
 def _pair(a: str, b: str, left: set, right: set, kind: str) -> MatchedPair:
