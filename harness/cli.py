@@ -78,8 +78,10 @@ examples:
     "prefetch": """usage: python -m harness prefetch [key=value ...]
 
 Download, while online, what a config needs later offline: the backbone's ViT and LLM sources,
-the caption/SFT datasets that name a hub repo, and the benchmark datasets of `benchmarks=`.
-Takes the same overrides as `run`.
+the caption/SFT datasets that name a hub repo, their images (each source's `layout`: archives
+downloaded, unpacked resumably, shared folders linked, a manifest per source under
+<data_root>/.manifests), and the benchmark datasets of `benchmarks=`; ends with the image
+coverage table (`python -m harness data check`). Takes the same overrides as `run`.
 
 example:
   python -m harness prefetch experiment=caprl2m benchmarks=paper_table1
