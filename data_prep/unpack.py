@@ -1,6 +1,7 @@
 """Fetch and unpack the archives of a source's layout (data_prep/layout.py) into the data root.
 
-    fill_layout(source, data_root) -> manifest   what `python -m harness prefetch` calls per source
+    fill_sources([(role, source), ...], data_root) -> problems   what `python -m harness prefetch` calls
+    fill_layout(source, data_root) -> manifest   one source
     python -m data_prep.unpack ARCHIVE... --to FOLDER    the same unpack by hand
 
 Archives: zip, tar (any compression), and tars split into parts (x.tar.part-aa, x.tar.00, x.tar.001,
@@ -343,6 +344,26 @@ def fill_layout(source: Mapping, data_root: str | Path, log=print) -> dict:
         for problem in ([r.error] if r.error else []) + [f"{a.name}: {a.error}" for a in r.archives if a.error]:
             log(f"{layout.source}: origin {r.origin}: {problem}")
     return manifest
+
+
+def fill_sources(sources: list[tuple[str, Mapping]], data_root: str | Path, log=print) -> list[str]:
+    """Fill every (role, source)'s layout, then print the coverage table; the problems left, each
+    naming its origin, archive or prefix (empty: the data root is complete)."""
+    from data_prep.coverage import check_sources, render
+
+    problems = []
+    for role, source in sources:
+        if not source.get("layout"):
+            continue
+        for o in fill_layout(source, data_root, log=log)["origins"]:
+            where = f"{role} ({source['name']}) origin {o['origin']}"
+            problems += [f"{where}: {o['error']}"] if o["error"] else []
+            problems += [f"{where}: {a['archive']} is broken: {a['error']}" for a in o["archives"] if a["error"]]
+    if sources:
+        report = check_sources(sources, data_root, progress=True)
+        render(report)
+        problems += report.problems()
+    return problems
 
 
 def _fill_origin(origin: Origin, source: str, data_root: Path, bars, log) -> OriginReport:

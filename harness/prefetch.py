@@ -44,28 +44,6 @@ def image_archives(source: dict, repo_id: str) -> list[str]:
     return [p for o in origins if (o.get("hub") or {}).get("repo_id") == repo_id for p in o.get("files") or []]
 
 
-def fill_images(cfg: dict, log=print) -> list[str]:
-    """Fetch and unpack the images of every source of the run (data_prep/unpack.py), then count
-    them (data_prep/coverage.py); the problems found, each naming its origin or archive."""
-    from data_prep.coverage import check_sources, render, run_sources
-    from data_prep.unpack import fill_layout
-
-    problems = []
-    sources = run_sources(cfg)
-    for role, source in sources:
-        if source.get("layout"):
-            manifest = fill_layout(source, cfg["paths"]["data_root"], log=log)
-            problems += [f"{role} ({source['name']}) origin {o['origin']}: {o['error']}"
-                         for o in manifest["origins"] if o["error"]]
-            problems += [f"{role} ({source['name']}) origin {o['origin']}: {a['archive']} is broken: {a['error']}"
-                         for o in manifest["origins"] for a in o["archives"] if a["error"]]
-    if sources:
-        report = check_sources(sources, cfg["paths"]["data_root"], progress=True)
-        render(report)
-        problems += report.problems()
-    return problems
-
-
 def prefetch(cfg: dict, log=print) -> int:
     """Download what the composed, checked run config `cfg` needs; 0 when all of it arrived."""
     try:
@@ -80,7 +58,6 @@ def prefetch(cfg: dict, log=print) -> int:
             source = cfg[role]
             if source.get("hub") and not uses_world(source):
                 download_dataset(source, log)
-        problems = fill_images(cfg, log)
         reference = cfg["eval"].get("reference_model")
         if reference:  # the calibration row's stock model, read by lmms-eval from the HF cache
             from huggingface_hub import snapshot_download
@@ -89,6 +66,11 @@ def prefetch(cfg: dict, log=print) -> int:
         from evaluation import prefetch as prefetch_benchmarks
 
         prefetch_benchmarks(cfg["benchmarks"], log=log)
+        # last: the images are the largest part, and their coverage table ends the output
+        from data_prep.coverage import run_sources
+        from data_prep.unpack import fill_sources
+
+        problems = fill_sources(run_sources(cfg), cfg["paths"]["data_root"], log)
     except Exception as exc:  # noqa: BLE001 - one line for the user, whatever failed
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -90,8 +90,30 @@ def build(base: Path) -> tuple[Path, Path]:
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
+    """Files of a folder, with HTTP Range ("bytes=N-") as the hub's CDN serves them; the Range
+    headers asked for are kept in `ranges`."""
+    ranges: list[str] = []
+
     def log_message(self, *args):
         pass
+
+    def do_GET(self):
+        asked = self.headers.get("Range")
+        path = Path(self.translate_path(self.path))
+        if not asked or not path.is_file():
+            return super().do_GET()
+        self.ranges.append(asked)
+        data = path.read_bytes()
+        start = int(asked.removeprefix("bytes=").split("-")[0])
+        if start >= len(data):
+            self.send_response(416)
+            self.end_headers()
+            return
+        self.send_response(206)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.end_headers()
+        self.wfile.write(data[start:])
 
 
 def serve(folder: Path):

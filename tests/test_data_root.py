@@ -150,6 +150,34 @@ def test_shared_images_are_counted_once_and_the_table2_pair_compared(data_root):
     assert pair.examples_left == ["coco/train2017/9.jpg"]
 
 
+def test_a_download_cut_off_resumes_from_its_part_file(data_root):
+    import hashlib
+
+    root, sources, _ = data_root
+    whole = (root.parent / "served" / "images.zip").read_bytes()
+    part = root / ".downloads" / "llava_558k" / "images" / "images.zip.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(whole[:100])   # what a killed download left
+    world._Quiet.ranges.clear()
+    manifest = fill_layout(sources["llava_558k"], root, log=lambda _: None)
+    (archive,) = manifest["origins"][0]["archives"]
+    assert world._Quiet.ranges == ["bytes=100-"]
+    assert (archive["files"], archive["sha256"]) == (4, hashlib.sha256(whole).hexdigest())
+    assert (part.parent / "images.zip").read_bytes() == whole and not part.exists()
+
+
+def test_prefetch_fills_every_source_then_lists_what_is_still_missing(data_root, capsys):
+    from data_prep.unpack import fill_sources
+
+    root, sources, _ = data_root
+    problems = fill_sources([("align_data", sources["llava_558k"]), ("captions", sources["densefusion_1m"])], root,
+                            log=lambda _: None)
+    assert [p.split(": ", 1)[0] for p in problems] == [
+        "captions (densefusion_1m) origin zips", "align_data (llava_558k)", "captions (densefusion_1m)"]
+    assert problems[0].endswith("000002.zip is broken: BadZipFile: not a zip file (truncated? no central directory)")
+    assert "│ captions: densefusion_1m" in capsys.readouterr().out   # the coverage table ends it
+
+
 def test_split_parts_group_in_order_whatever_order_they_are_listed(tmp_path):
     names = ["x.tar.part-ab", "b.zip", "x.tar.part-aa", "a.tgz.001", "a.tgz.000", "notes.txt"]
     archives = group_archives([tmp_path / n for n in names])
