@@ -25,6 +25,7 @@ from data_prep.layout import Layout, parse_layout
 from data_prep.readers import READERS, resolve_fields
 from data_prep.source import SourceSpec, input_files, parse_source
 from data_prep.stream_json import ArrayReader, BadJson, is_json_array
+from stagekit import write_json_atomic
 
 MAX_EXAMPLES = 3
 TICK_ROWS = 20_000          # rows between progress updates
@@ -191,11 +192,30 @@ def prefix_of(rel: str, layout: Layout) -> str:
 
 
 def check_source(role: str, source: Mapping, folders: Folders, keys: set | None = None,
-                 manifests: Path | None = None, tick=None) -> SourceCoverage:
-    """Count one source's rows and images per prefix; `keys` (a set) collects its match keys."""
+                 manifests: Path | None = None, tick=None, reuse: bool = False) -> SourceCoverage:
+    """Count one source's rows and images per prefix; `keys` (a set) collects its match keys.
+    The counts are kept in `manifests` (when given); reuse=True takes them from there while its
+    caption files and every folder its images are in are unchanged (files, sizes, mtimes)."""
     spec = parse_source(source)
     if spec.image_root is None:
         raise DataPrepError(f"source {spec.name!r}: key 'image_root' is required (image paths resolve against it)")
+    memo = _Memo(manifests, spec, source) if manifests is not None and keys is None else None
+    if reuse and memo is not None and (known := memo.load()) is not None:
+        return known
+    out = _count_source(role, spec, source, folders, keys, tick, stamps := {})
+    broken = broken_archives(manifests, spec.name) if manifests else {}
+    layout = parse_layout(source)
+    for group in out.prefixes:
+        if group.missing:
+            group.fix = _fix(group.prefix, layout, broken)
+    if memo is not None:
+        memo.save(out, stamps)
+    return out
+
+
+def _count_source(role: str, spec: SourceSpec, source: Mapping, folders: Folders, keys: set | None, tick,
+                  stamps: dict) -> SourceCoverage:
+    """The counting pass; `stamps` gets each folder's mtime as it was first consulted."""
     layout = parse_layout(source)
     root = os.path.normpath(os.path.abspath(spec.image_root))
     out = SourceCoverage(role, spec.name, spec.label or spec.name, root, min_kept_fraction=spec.min_kept_fraction)
@@ -221,6 +241,8 @@ def check_source(role: str, source: Mapping, folders: Folders, keys: set | None 
             found = seen.get(rel)
             if found is None:
                 folder, _, name = f"{root}/{rel}".rpartition("/")
+                if folder not in stamps:   # before its listing is read: a later change shows
+                    stamps[folder] = _stamp(folder)
                 found = seen[rel] = folders.present(folder, name, spec.name)
                 group = _group(groups, prefix_of(rel, layout), layout)
                 group.images += 1
@@ -234,12 +256,50 @@ def check_source(role: str, source: Mapping, folders: Folders, keys: set | None 
         out.covered += ok
         if keys is not None:
             keys.add(match_key(spec.match_key, rels[0], row_id, spec.match_strip_prefix))
-    broken = broken_archives(manifests, spec.name) if manifests else {}
-    for group in groups.values():
-        if group.missing:
-            group.fix = _fix(group.prefix, layout, broken)
     out.prefixes = sorted(groups.values(), key=lambda g: g.prefix)
     return out
+
+
+def _stamp(folder: str) -> int | None:
+    try:
+        return os.stat(folder).st_mtime_ns
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+class _Memo:
+    """A source's last counts in <data_root>/.manifests/coverage-<name>.json, valid while its
+    config, caption files, prefetch manifest and every folder its images are in are unchanged: a
+    folder's mtime moves when a file is added, removed or renamed in it. So `run` and `plan` check
+    a 2M-row source in the time of a few thousand stat calls once it was counted."""
+
+    def __init__(self, manifests: Path, spec: SourceSpec, source: Mapping):
+        import hashlib
+
+        self.path = manifests / f"coverage-{spec.name}.json"
+        stats = [(str(f), st.st_size, st.st_mtime_ns) for f in input_files(spec) for st in [f.stat()]]
+        prefetch = manifests / f"{spec.name}.json"
+        stats.append((str(prefetch), _stamp(str(prefetch))))
+        payload = orjson.dumps({"source": spec.as_dict(), "layout": source.get("layout"), "files": stats},
+                               option=orjson.OPT_SORT_KEYS, default=str)
+        self.key = hashlib.sha256(payload).hexdigest()
+
+    def load(self) -> SourceCoverage | None:
+        try:
+            data = orjson.loads(self.path.read_bytes())
+        except (FileNotFoundError, orjson.JSONDecodeError):
+            return None
+        if data.get("key") != self.key or any(_stamp(f) != t for f, t in data["folders"].items()):
+            return None
+        known = data["coverage"]
+        return SourceCoverage(**{**known, "prefixes": [PrefixCoverage(**p) for p in known["prefixes"]]})
+
+    def save(self, out: SourceCoverage, stamps: dict) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_json_atomic(self.path, {"key": self.key, "folders": stamps, "coverage": asdict(out)})
+        except OSError:   # a read-only data root: the next check counts again
+            pass
 
 
 def _relative(images, root: str) -> list[str] | None:
@@ -289,10 +349,11 @@ def broken_archives(manifests: Path, source: str) -> dict[str, list[str]]:
 # -- several sources ---------------------------------------------------------------------------
 
 def check_sources(sources: list[tuple[str, Mapping]], data_root: str | Path | None = None,
-                  progress: bool = False) -> Report:
+                  progress: bool = False, reuse: bool = False) -> Report:
     """Coverage of every (role, source), the matched pairs among them (layout.same_images_as), and
     the images on disk counted once however many sources refer to them. progress: a bar per source
-    on a terminal (stderr)."""
+    on a terminal (stderr). reuse: a source's counts kept from an earlier check while nothing it
+    reads changed (then the on-disk totals leave it out: only its own counts are known)."""
     folders = Folders()
     names = {s["name"] for _, s in sources}
     pairs = [(s["name"], parse_layout(s).same_images_as) for _, s in sources]
@@ -307,7 +368,7 @@ def check_sources(sources: list[tuple[str, Mapping]], data_root: str | Path | No
             task = bars.add_task(f"{source['name']}: rows read", total=None) if bars else None
             tick = (lambda n, t=task: bars.update(t, completed=n)) if bars else None
             try:
-                out.append(check_source(role, source, folders, keys[source["name"]], manifests, tick))
+                out.append(check_source(role, source, folders, keys[source["name"]], manifests, tick, reuse))
             except DataPrepError as exc:   # the other sources are still worth counting
                 out.append(SourceCoverage(role, source["name"], source.get("label") or source["name"],
                                           str(source.get("image_root")), error=str(exc)))
@@ -413,7 +474,7 @@ def coverage_problems(cfg: Mapping) -> list[str]:
     if not sources:
         return []
     try:
-        report = check_sources(sources, cfg["paths"]["data_root"])
+        report = check_sources(sources, cfg["paths"]["data_root"], reuse=True)
     except DataPrepError as exc:   # a bad layout or field map: refused before any work too
         return [f"data check: {exc}"]
     return report.problems()

@@ -295,3 +295,25 @@ def test_run_is_refused_before_stage_1_and_plan_names_the_prefix_when_coverage_i
     assert not (results / "store").exists()   # no stage started
     plan = run_harness(results, "plan", *args, check=False, timeout=300)
     assert plan.returncode == 1 and line in plan.stderr
+
+
+def test_run_reuses_the_last_counts_until_a_folder_or_caption_file_changes(data_root, monkeypatch):
+    import data_prep.coverage as coverage
+
+    root, sources, _ = data_root
+    fill_layout(sources["densefusion_1m"], root, log=lambda _: None)
+    cfg = {"paths": {"data_root": str(root)}, "captions": sources["densefusion_1m"]}
+    (first,) = coverage_problems(cfg)
+    assert first.startswith("captions (densefusion_1m): only 8 of 12 rows (66.7%)")
+
+    def no_reading(spec):
+        raise AssertionError("rows read again although nothing changed")
+
+    monkeypatch.setattr(coverage, "iter_images", no_reading)
+    assert coverage_problems(cfg) == [first]
+    monkeypatch.undo()
+    folder = root / "DenseFusion-1M" / "images" / "000002"
+    folder.mkdir()
+    for i in range(4):   # the broken zip's images, put there by hand
+        (folder / f"{i}.jpg").write_bytes(world.IMAGE)
+    assert coverage_problems(cfg) == []
