@@ -317,3 +317,25 @@ def test_run_reuses_the_last_counts_until_a_folder_or_caption_file_changes(data_
     for i in range(4):   # the broken zip's images, put there by hand
         (folder / f"{i}.jpg").write_bytes(world.IMAGE)
     assert coverage_problems(cfg) == []
+
+
+@pytest.mark.slow
+def test_prefetch_downloads_and_unpacks_a_sources_archives_and_ends_with_the_table(data_root, tmp_path):
+    root, _, url = data_root
+    zips = ",".join(f'"{url}/{k:06d}.zip"' for k in (1, 2, 3))
+    proc = run_harness(tmp_path / "results", "prefetch", "captions=densefusion_1m", f"paths.data_root={root}",
+                       "captions.hub=null", "captions.layout.origins.zips.hub=null",
+                       "captions.layout.origins.zips.files=null", f"+captions.layout.origins.zips.urls=[{zips}]",
+                       check=False, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "densefusion_1m: zips: 000001.zip unpacked: 4 files" in proc.stdout
+    assert "densefusion_1m: zips: 000002.zip BROKEN (BadZipFile: " in proc.stdout
+    row = next(line for line in proc.stdout.splitlines() if "captions: densefusion_1m" in line)
+    assert [cell.strip() for cell in row.split("│")[1:-1]] == [
+        "captions: densefusion_1m", "66.7% < 0.9 SHORT", "(root)", "zips", "12", "12", "8", "4",
+        "000002/0.jpg, 000002/1.jpg, 000002/2.jpg"]
+    assert ("error: captions (densefusion_1m) origin zips: 000002.zip is broken: BadZipFile: not a zip file "
+            "(truncated? no central directory)") in proc.stderr.splitlines()
+    manifest = json.loads((root / ".manifests" / "densefusion_1m.json").read_text())
+    assert [(a["archive"], a["files"]) for a in manifest["origins"][0]["archives"]] == [
+        ("000001.zip", 4), ("000002.zip", 0), ("000003.zip", 4)]
