@@ -295,8 +295,9 @@ class _Memo:
         return SourceCoverage(**{**known, "prefixes": [PrefixCoverage(**p) for p in known["prefixes"]]})
 
     def save(self, out: SourceCoverage, stamps: dict) -> None:
+        if not self.path.parent.is_dir():   # made by prefetch or a run's check: a data root, not any folder
+            return
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             write_json_atomic(self.path, {"key": self.key, "folders": stamps, "coverage": asdict(out)})
         except OSError:   # a read-only data root: the next check counts again
             pass
@@ -473,6 +474,11 @@ def coverage_problems(cfg: Mapping) -> list[str]:
     sources = run_sources(cfg)
     if not sources:
         return []
+    manifests = Path(cfg["paths"]["data_root"]) / MANIFESTS
+    try:   # where the counts are kept for the next run (no data root yet: nothing worth keeping)
+        manifests.mkdir(exist_ok=True)
+    except OSError:   # no data root, or a read-only one: counted again each time
+        pass
     try:
         report = check_sources(sources, cfg["paths"]["data_root"], reuse=True)
     except DataPrepError as exc:   # a bad layout or field map: refused before any work too
