@@ -102,8 +102,9 @@ def _origin(source: str, name: str, value) -> Origin:
     hub = value.get("hub") or {}
     if hub and (not hub.get("repo_id") or not value.get("files")):
         raise DataPrepError(f"source {source!r}: {where}: hub needs repo_id and `files` (patterns of the archives)")
-    if fetchers and fetchers[0] != "link_to" and not value.get("unpack_to"):
-        raise DataPrepError(f"source {source!r}: {where}.unpack_to is required (the folder its archives unpack into)")
+    if fetchers and not value.get("unpack_to"):
+        raise DataPrepError(f"source {source!r}: {where}.unpack_to is required (the folder its archives unpack "
+                            f"into, or where the link to link_to is made)")
     return Origin(name=name, provides=tuple(provides), unpack_to=value.get("unpack_to"),
                   repo_id=hub.get("repo_id"), repo_type=hub.get("repo_type") or "dataset",
                   files=tuple(value.get("files") or ()), urls=tuple(value.get("urls") or ()),

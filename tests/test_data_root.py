@@ -178,6 +178,33 @@ def test_prefetch_fills_every_source_then_lists_what_is_still_missing(data_root,
     assert "│ captions: densefusion_1m" in capsys.readouterr().out   # the coverage table ends it
 
 
+def test_a_misspelt_layout_key_is_refused_with_its_path_and_the_near_name():
+    from data_prep.schema import SCHEMA
+    from stagekit.schema import undeclared_keys
+
+    cfg = {"captions": {"name": "x", "layout": {"origins": {"coco": {"provides": ["coco/"], "unpak_to": "/d"}}}}}
+    assert undeclared_keys(cfg, SCHEMA) == [
+        "captions.layout.origins.coco.unpak_to: unknown key; did you mean unpack_to? valid keys: files, hub, "
+        "link_to, note, provides, unpack_to, url_list, urls"]
+
+
+@pytest.mark.parametrize("origins,message", [
+    ({"a": {"provides": ["coco/"], "unpack_to": "/d", "urls": ["u"], "link_to": "/e"}},
+     "layout.origins.a: give one of hub, urls, url_list, link_to, not ['urls', 'link_to']"),
+    ({"a": {"unpack_to": "/d", "urls": ["u"]}}, "layout.origins.a.provides must list the row path prefixes"),
+    ({"a": {"provides": "coco/", "urls": ["u"]}}, "layout.origins.a.unpack_to is required"),
+    ({"a": {"provides": "coco/"}, "b": {"provides": ["coco/"]}},
+     "layout.origins: prefix(es) ['coco/'] provided by more than one origin"),
+], ids=["two-fetchers", "no-provides", "no-unpack-to", "prefix-twice"])
+def test_a_layout_that_cannot_work_is_refused_naming_the_key(origins, message):
+    from data_prep.errors import DataPrepError
+    from data_prep.layout import parse_layout
+
+    with pytest.raises(DataPrepError) as err:
+        parse_layout({"name": "x", "layout": {"origins": origins}})
+    assert str(err.value).startswith(f"source 'x': {message}")
+
+
 def test_split_parts_group_in_order_whatever_order_they_are_listed(tmp_path):
     names = ["x.tar.part-ab", "b.zip", "x.tar.part-aa", "a.tgz.001", "a.tgz.000", "notes.txt"]
     archives = group_archives([tmp_path / n for n in names])
