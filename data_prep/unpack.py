@@ -18,6 +18,7 @@ files, bytes, sha256 (computed while downloading, or the hub's when it publishes
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -112,24 +113,20 @@ def marker(dest: Path, archive: Archive) -> Path:
     return dest / MARKERS / f"{archive.name}.json"
 
 
-def is_unpacked(dest: Path, archive: Archive) -> bool:
-    import json
-
+def unpacked_info(dest: Path, archive: Archive) -> dict | None:
+    """The marker of an archive unpacked into dest, when it is of these very parts (same bytes)."""
     try:
         info = json.loads(marker(dest, archive).read_text())
     except (FileNotFoundError, ValueError):
-        return False
-    return info.get("archive_bytes") == sum(p.stat().st_size for p in archive.parts)
+        return None
+    return info if info.get("archive_bytes") == sum(p.stat().st_size for p in archive.parts) else None
 
 
 def unpack(archive: Archive, dest: Path, progress=None) -> Archive:
     """Unpack one archive into dest, or record why not (archive.error); never leaves a half
     archive looking done. Skips one whose marker says it is in already."""
     dest.mkdir(parents=True, exist_ok=True)
-    if is_unpacked(dest, archive):
-        import json
-
-        info = json.loads(marker(dest, archive).read_text())
+    if (info := unpacked_info(dest, archive)) is not None:
         archive.files, archive.bytes, archive.skipped = info["files"], info["bytes"], True
         archive.sha256 = archive.sha256 or info.get("sha256")
         return archive
@@ -391,7 +388,8 @@ def _fill_origin(origin: Origin, source: str, data_root: Path, bars, log) -> Ori
 
 def _archive_json(a: Archive) -> dict:
     return {"archive": a.name, "parts": [str(p) for p in a.parts], "files": a.files, "bytes": a.bytes,
-            "sha256": a.sha256, "sha256_published": a.sha256_expected, "error": a.error}
+            "sha256": a.sha256, "sha256_published": a.sha256_expected, "error": a.error,
+            "unpacked_before": a.skipped}
 
 
 class _Bars:

@@ -126,9 +126,10 @@ def test_fill_unpacks_zips_and_split_tars_links_shared_folders_and_names_the_bro
 
 def test_a_second_fill_skips_what_is_unpacked(data_root):
     root, sources, _ = data_root
-    fill_layout(sources["llava_558k"], root, log=lambda _: None)
+    first = fill_layout(sources["llava_558k"], root, log=lambda _: None)["origins"][0]["archives"][0]
     again = fill_layout(sources["llava_558k"], root, log=lambda _: None)
     (archive,) = again["origins"][0]["archives"]
+    assert (first["unpacked_before"], archive["unpacked_before"]) == (False, True)
     assert (archive["archive"], archive["files"], archive["error"]) == ("images.zip", 4, None)
     assert (root / "LLaVA-Pretrain" / "images" / MARKERS / "images.zip.json").is_file()
 
