@@ -57,7 +57,7 @@ class SourceCoverage:
     covered: int = 0            # rows whose every image is present
     min_kept_fraction: float = 0.9
     prefixes: list[PrefixCoverage] = field(default_factory=list)
-    error: str | None = None    # its caption files cannot be read: nothing counted
+    error: str | None = None    # why nothing was counted (caption files missing, no image field)
 
     @property
     def fraction(self) -> float:
@@ -66,7 +66,7 @@ class SourceCoverage:
     def problem(self) -> str | None:
         """The refusal line when coverage is below min_kept_fraction: the worst prefixes and their fix."""
         if self.error:
-            return f"{self.role} ({self.name}): {self.error}; `python -m harness prefetch` (same overrides) fetches it"
+            return f"{self.role} ({self.name}): {self.error}"
         if self.fraction >= self.min_kept_fraction:
             return None
         worst = sorted((p for p in self.prefixes if p.missing), key=lambda p: -p.missing)[:3]
@@ -368,15 +368,27 @@ def check_sources(sources: list[tuple[str, Mapping]], data_root: str | Path | No
             keys[source["name"]] = set() if source["name"] in paired else None
             task = bars.add_task(f"{source['name']}: rows read", total=None) if bars else None
             tick = (lambda n, t=task: bars.update(t, completed=n)) if bars else None
-            try:
-                out.append(check_source(role, source, folders, keys[source["name"]], manifests, tick, reuse))
-            except DataPrepError as exc:   # the other sources are still worth counting
-                out.append(SourceCoverage(role, source["name"], source.get("label") or source["name"],
-                                          str(source.get("image_root")), error=str(exc)))
+            out.append(_checked(role, source, folders, keys[source["name"]], manifests, tick, reuse))
+            if out[-1].error:   # the other sources are still worth counting
                 keys[source["name"]] = None
     kinds = {s["name"]: parse_source(s).match_key for _, s in sources}
     matched = [_pair(a, b, keys[a], keys[b], kinds[a]) for a, b in pairs if keys[a] is not None and keys[b] is not None]
     return Report(out, matched, len(folders.referenced), len(folders.shared), folders.listed())
+
+
+def _checked(role: str, source: Mapping, folders: Folders, keys, manifests, tick, reuse) -> SourceCoverage:
+    """check_source, or the source with the reason it could not be counted."""
+    try:
+        input_files(parse_source(source))
+    except DataPrepError as exc:
+        error = f"{exc}; `python -m harness prefetch` (same overrides) fetches it"
+    else:
+        try:
+            return check_source(role, source, folders, keys, manifests, tick, reuse)
+        except DataPrepError as exc:   # e.g. no image field found: its message says which key to set
+            error = str(exc)
+    return SourceCoverage(role, source["name"], source.get("label") or source["name"], str(source.get("image_root")),
+                          error=error)
 
 
 def _pair(a: str, b: str, left: set, right: set, kind: str) -> MatchedPair:
@@ -415,7 +427,7 @@ def render(report: Report, console=None) -> None:
     for s in report.sources:
         verdict = (f">= {s.min_kept_fraction:g} ok" if s.problem() is None
                    else f"< {s.min_kept_fraction:g} [red]SHORT[/red]")
-        head = [f"{s.role}: {s.name}", "[red]caption files missing[/red]" if s.error else f"{s.fraction:.1%} {verdict}"]
+        head = [f"{s.role}: {s.name}", "[red]not counted[/red]" if s.error else f"{s.fraction:.1%} {verdict}"]
         for p in s.prefixes or [PrefixCoverage("-", "-")]:
             table.add_row(*head, p.prefix or "(root)", p.origin, f"{p.rows:,}", f"{p.images:,}", f"{p.present:,}",
                           f"{p.missing:,}", ", ".join(p.examples))
@@ -440,7 +452,6 @@ def render(report: Report, console=None) -> None:
 
 # -- a run config ------------------------------------------------------------------------------
 
-ROLES = ("align_data", "captions", "sft_data")
 _GENERATED = ("world://", "recaption://")   # made by the chain itself: nothing to find before it runs
 
 
@@ -448,6 +459,8 @@ def run_sources(cfg: Mapping, *, built_by_chain: bool = False) -> list[tuple[str
     """The (role, source) pairs of a run whose images are read: a recaptioned caption source by
     its image source. With built_by_chain=False those pointing into what the chain itself
     builds (the embedded world) are left out: nothing is there to check before it runs."""
+    from data_prep.stage import ROLES
+
     out = []
     for role in ROLES:
         source = cfg.get(role) or {}
@@ -463,8 +476,8 @@ def run_sources(cfg: Mapping, *, built_by_chain: bool = False) -> list[tuple[str
 
 
 def _generated(source: Mapping) -> bool:
-    values = [source.get("image_root"), *((source.get("paths") or []) if not isinstance(source.get("paths"), str)
-                                          else [source["paths"]])]
+    paths = source.get("paths") or []
+    values = [source.get("image_root"), *([paths] if isinstance(paths, str) else paths)]
     return any(isinstance(v, str) and v.startswith(_GENERATED) for v in values)
 
 

@@ -367,3 +367,18 @@ def test_prefetch_downloads_and_unpacks_a_sources_archives_and_ends_with_the_tab
     manifest = json.loads((root / ".manifests" / "densefusion_1m.json").read_text())
     assert [(a["archive"], a["files"]) for a in manifest["origins"][0]["archives"]] == [
         ("000001.zip", 4), ("000002.zip", 0), ("000003.zip", 4)]
+
+
+def test_a_source_that_cannot_be_counted_says_why_and_the_others_are_counted(data_root):
+    root, sources, _ = data_root
+    odd = root / "odd.jsonl"
+    odd.write_text('{"picture": "a.jpg", "caption": "c"}\n')
+    broken = {**sources["densefusion_1m"], "name": "odd", "paths": [str(odd)]}
+    absent = {**sources["densefusion_1m"], "name": "absent", "paths": [str(root / "nothing.jsonl")]}
+    report = check_sources([("captions", broken), ("captions", absent), ("align_data", sources["llava_558k"])], root)
+    assert [s.rows for s in report.sources] == [0, 0, 5]
+    assert report.problems()[0].startswith(f"captions (odd): {odd}:1: cannot find the image field for reader "
+                                           "'densefusion'")
+    assert "Set field_map" in report.problems()[0] and "prefetch" not in report.problems()[0]
+    assert report.problems()[1] == (f"captions (absent): source 'absent': key 'paths': {root}/nothing.jsonl does not "
+                                    "exist; `python -m harness prefetch` (same overrides) fetches it")
