@@ -329,7 +329,8 @@ def _fix(prefix: str, layout: Layout, broken: dict[str, list[str]]) -> str:
     where = f"origin {origin.name} ({origin.how()}) into {origin.unpack_to}"
     bad = broken.get(origin.name)
     if bad:
-        return f"{where}: broken archive(s) {', '.join(bad)}: download them again, then `python -m harness prefetch`"
+        return (f"{where}: broken archive(s) {', '.join(bad)}: delete them from the data root's .downloads, "
+                f"then `python -m harness prefetch` again")
     if origin.link_to:
         return f"{where}: fill {origin.link_to} (the source that owns it), then `python -m harness prefetch`"
     if origin.fetchable():

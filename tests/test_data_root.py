@@ -118,7 +118,8 @@ def test_fill_unpacks_zips_and_split_tars_links_shared_folders_and_names_the_bro
     assert _by_prefix(report, "densefusion_1m") == {"": (12, 12, 8, 4, ["000002/0.jpg", "000002/1.jpg",
                                                                         "000002/2.jpg"])}
     assert [p.fix for p in report.sources[1].prefixes][0].endswith(
-        "broken archive(s) 000002.zip: download them again, then `python -m harness prefetch`")
+        "broken archive(s) 000002.zip: delete them from the data root's .downloads, then `python -m harness "
+        "prefetch` again")
     assert [(s.name, s.covered, s.rows) for s in report.sources] == [
         ("llava_558k", 4, 5), ("densefusion_1m", 8, 12), ("sharegpt4v_1m", 10, 10)]
     assert len(report.problems()) == 2   # llava 80%, densefusion 67%: below 0.9
