@@ -43,7 +43,7 @@ def main(argv: list[str]) -> int:
 
     rest = argv[1:]
     as_json = "--json" in rest
-    overrides = [a for a in rest if a != "--json"]
+    overrides = [a for a in rest if a not in ("--json", "-m", "--multirun")]   # sweep values need no -m here
     try:
         configs = validate_overrides(overrides)
         sources = job_sources(job_overrides(overrides), configs)
