@@ -19,7 +19,7 @@ unpacked, through the harness vs raw `llamafactory-cli train` on the same YAML, 
    tokenized_path, so both timed runs load the same cache.
 
 Printed per run: wall s, LLaMA-Factory's train_runtime, useful tokens/s (samples' own text +
-visual tokens, padding excluded) and MFU = harness/cost.py's training FLOPs of those tokens /
+visual tokens, padding excluded) and MFU = train/cost.py's training FLOPs of those tokens /
 (train_runtime x GPUs x --peak-tflops); then packed/unpacked speed-up and harness/raw overhead.
 Targets (GPU node): MFU >= 40% for the 3B shape packed; harness overhead < 3%.
 
@@ -215,8 +215,8 @@ def _cuda_devices() -> int:
 # ---------------------------------------------------------------- report
 
 def useful_flops(model_dir: Path, manifest: dict) -> tuple[float, float]:
-    """(useful tokens of one epoch, their training FLOPs with everything training: harness/cost.py)."""
-    from harness.cost import Tokens, train_flops
+    """(useful tokens of one epoch, their training FLOPs with everything training: train/cost.py)."""
+    from train.cost import Tokens, train_flops
     from train.trainable import param_groups
 
     groups = param_groups(model_dir)

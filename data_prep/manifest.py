@@ -70,7 +70,7 @@ def build_manifest(*, spec, name: str, out_dir: Path, totals: Totals, shards: li
         "total_text_tokens": totals.text_tokens,
         "total_visual_tokens": totals.visual_tokens,
         "max_seq_len": totals.max_len,
-        # [[length, rows], ...] by length: what padding and packing cost (harness/cost.py); exact, and
+        # [[length, rows], ...] by length: what padding and packing cost (train/cost.py); exact, and
         # small (at most cutoff_len entries)
         "seq_len_histogram": sorted([n, c] for n, c in totals.lengths.items()),
         "token_count": token_info,

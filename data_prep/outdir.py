@@ -6,7 +6,7 @@
     out_dir/manifest.json                  the account; written last
 
 rejects.jsonl and manifest.json account for one dataset, and the harness reads them by those names
-(harness/cost.py; train/stage.py expects one dataset in dataset_info.json), so a folder holds one
+(train/cost.py; train/stage.py expects one dataset in dataset_info.json), so a folder holds one
 dataset: preparing a second name into it is refused rather than overwriting the first's account.
 LLaMA-Factory's file_name entries are absolute paths, so the dataset_info.json entries of several
 folders can be merged into one dataset_dir by hand when a run wants them together.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from data_prep.source import SOURCE_DEFAULTS
 from stagekit import StageRun
 
 KIND = "data_prep"
@@ -23,6 +24,9 @@ RUN_ONLY = ("workers", "expected_rows", "hub", "layout")
 # fingerprint as the `recaption` input.
 RECAPTION_PREFIX = "recaption://"
 RECAPTION_IMAGES = "data_prep.recaption_images"
+# Python-held defaults offered to the YAMLs: a source's optional keys (every source YAML starts
+# with `- /source_defaults@_here_`).
+CONFIG_DEFAULTS = {"source_defaults": dict(SOURCE_DEFAULTS)}
 
 
 def has_data(source: Mapping) -> bool:
@@ -87,6 +91,13 @@ def preflight(cfg: Mapping) -> list[str]:
     from data_prep.coverage import coverage_problems
 
     return coverage_problems(cfg)
+
+
+def describe(view) -> list[str]:
+    """plan's lines: what the stage reads and how much of it."""
+    src = view.config["source"]
+    return [f"reads: {', '.join(map(str, src['paths']))} (images under {src['image_root']})",
+            f"subset: {src.get('subset_size') or 'all rows'}; cutoff_len {view.config['cutoff_len']}"]
 
 
 def run(job: StageRun) -> dict:

@@ -16,7 +16,7 @@ from evaluation import judge as judge_mod
 from evaluation.benchmarks import (EvaluationError, check_task_imports, is_local_copy, judge_answers,
                                    judge_key_status, judge_warnings,
                                    lmms_task_name, missing_datasets, split_judge, task_entries)
-from evaluation.command import build_command, eval_settings, model_args
+from evaluation.command import EVAL_DEFAULTS, build_command, eval_settings, model_args
 from evaluation.local_tasks import write_thin_task
 from stagekit import StageRun, run_identity, run_label, run_logged, unknown_keys
 
@@ -257,6 +257,8 @@ def read_scores(results_file: Path | None, entries: list[dict], *, rc: int, log_
 
 KIND = "evaluate"
 VERSION = 1
+# lmms-eval's settings, offered to the eval YAMLs (`- /eval_defaults@_here_`)
+CONFIG_DEFAULTS = {"eval_defaults": dict(EVAL_DEFAULTS)}
 
 
 def _settings(cfg: Mapping) -> dict:
@@ -341,6 +343,26 @@ def preflight(cfg: Mapping) -> list[str]:
             if not ok:
                 out.append(why.removeprefix("judge task: ") + "; start it, or unset the judge's key variables")
     return out
+
+
+def describe(view) -> list[str]:
+    """plan's lines: how the model sees its inputs, and the exact lmms-eval command of the first
+    task (each task runs the same command on its own task, into by_task/<task>/)."""
+    from init_vlm.view import view_line
+    from stagekit import shell_line
+
+    config = view.config
+    model = config["model"] if "model" in config else view.inputs["model"] / "model"
+    tasks = config["benchmarks"]["tasks"]
+    lines = [view_line(view.run_cfg)]
+    if tasks:
+        first = {**config["benchmarks"], "tasks": tasks[:1]}
+        argv, env = build_command(model, view.out_dir / "by_task" / tasks[0]["task"], benchmarks=first,
+                                  pixels=config["pixels"], eval_cfg=config["eval"],
+                                  system_prompt=config.get("system_prompt"))
+        lines.append(f"one lmms-eval process per task ({len(tasks)}); {tasks[0]['task']}'s: "
+                     + (shell_line(argv, env) if argv else "none (a judge task without a judge: n/a)"))
+    return lines
 
 
 def run(job: StageRun) -> dict:

@@ -80,7 +80,7 @@ def _reads_first(specs: list[dict]) -> list[dict]:
 
 def _stage(spec: dict) -> Stage:
     inputs = dict(spec.get("inputs") or {})
-    if spec["kind"] != "world" and uses_world(spec["config"]):
+    if spec["name"] != "world" and uses_world(spec["config"]):   # world:// is the stage named world
         inputs["world"] = "world"
     return Stage(name=spec["name"], kind=spec["kind"], config=spec["config"], inputs=inputs,
                  resumable=spec.get("resumable", False), summary=spec.get("summary", ""),

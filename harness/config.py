@@ -52,25 +52,16 @@ if not OmegaConf.has_resolver("job_dirname"):
 
 def register_defaults() -> None:
     """Defaults that live in Python, offered to the YAMLs as base configs so no value is written
-    twice: a source's optional keys (every source YAML: `- /source_defaults@_here_`), lmms-eval
-    settings (`- /eval_defaults@_here_`), a captioner's optional keys (`- /captioner_defaults@_here_`),
-    the nodes' time-outs (every launcher YAML) and what each `trainable` value freezes (the
-    training recipe's `freezes`, `- /trainable_freezes@freezes`)."""
+    twice (e.g. every source YAML: `- /source_defaults@_here_`). Each kind declares its own in
+    CONFIG_DEFAULTS (harness/kinds.py); the harness only stores them."""
     from hydra.core.config_store import ConfigStore
 
-    from data_prep.source import SOURCE_DEFAULTS
-    from evaluation.command import EVAL_DEFAULTS
-    from recaption.endpoint import CAPTIONER_DEFAULTS
-    from train.launch import LAUNCH_DEFAULTS
-    from train.trainable import TRAINABLE
+    from harness.kinds import CHAIN_ORDER
 
     store = ConfigStore.instance()
-    store.store(name="source_defaults", node=dict(SOURCE_DEFAULTS))
-    store.store(name="eval_defaults", node=dict(EVAL_DEFAULTS))
-    store.store(name="captioner_defaults", node=dict(CAPTIONER_DEFAULTS))
-    store.store(name="launcher_defaults", node=dict(LAUNCH_DEFAULTS))
-    parts = ("vision_tower", "multi_modal_projector", "language_model")
-    store.store(name="trainable_freezes", node={k: dict(zip(parts, v)) for k, v in TRAINABLE.items()})
+    for kind in CHAIN_ORDER:
+        for name, node in getattr(kind, "CONFIG_DEFAULTS", {}).items():
+            store.store(name=name, node=node)
 
 
 def hydra_app():

@@ -9,9 +9,16 @@ owns its slice of the run config:
     preflight(cfg) -> [str]         (optional) what it will read that is not there (files, servers),
                                     checked by `run` and `plan` before stage 1, each naming the fix
     run(StageRun) -> dict           does the work in explicit folders (stagekit.StageRun)
+    describe(PlanView) -> [str]     (optional) what `plan` prints for one of its stages (settings,
+                                    exact commands, cost); stagekit.plan.PlanView
+    plan_total([PlanView]) -> [str] (optional) `plan`'s closing lines over its stages (training's bill)
+    progress(folder, config)        (optional) a running stage's progress, for the console and status
+    CONFIG_DEFAULTS                 (optional) {name: node}: Python-held defaults the YAMLs use as
+                                    base configs (`- /name@_here_`), so no value is written twice
     PIPELINES                       (optional) the pipelines it runs in; default ("pretrain",)
 
-Adding a stage kind: one module, one config group, one line here. Importing these modules loads
+Adding a stage kind: one module, one config group, one line here; the harness calls the hooks and
+branches on no kind (tests/test_kind_hooks.py). Importing these modules loads
 nothing heavy (no torch): `plan` and validation import them all."""
 
 from __future__ import annotations

@@ -11,8 +11,6 @@ from typing import Any, Mapping
 from stagekit.schema import keys, merge, undeclared_keys
 
 
-PIPELINES = ("pretrain", "prism")
-
 # The run-level keys (configs/hydra/config.yaml, configs/hydra/paths/); every other slice's keys are
 # declared by the package that owns it, in its `schema.py` (`schema_problems`). `job` is written by
 # the harness itself into a job's saved config.
@@ -53,6 +51,13 @@ def force_list(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
+def pipeline_names() -> list[str]:
+    """Every pipeline some kind takes part in (each kind's PIPELINES, harness/kinds.py)."""
+    from harness.kinds import CHAIN_ORDER
+
+    return list(dict.fromkeys(p for k in CHAIN_ORDER for p in getattr(k, "PIPELINES", ("pretrain",))))
+
+
 def run_problems(cfg: Mapping) -> list[str]:
     """Every problem of one job's resolved config, each naming its key; [] when it can run."""
     from harness.chain import active_kinds, build_chain
@@ -60,8 +65,9 @@ def run_problems(cfg: Mapping) -> list[str]:
     unknown = schema_problems(cfg)
     if unknown:
         return unknown
-    if cfg.get("pipeline", "pretrain") not in PIPELINES:
-        return [f"pipeline: {cfg.get('pipeline')!r}; choose one of {', '.join(PIPELINES)}"]
+    pipelines = pipeline_names()
+    if cfg.get("pipeline", "pretrain") not in pipelines:
+        return [f"pipeline: {cfg.get('pipeline')!r}; choose one of {', '.join(pipelines)}"]
     import tracking
 
     problems = [p for kind in active_kinds(cfg) if hasattr(kind, "problems") for p in kind.problems(cfg)]

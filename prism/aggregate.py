@@ -11,22 +11,22 @@ from __future__ import annotations
 from collections.abc import Mapping
 from statistics import fmean
 
-from prism.score import GoldError, NoAnswer, extract_answer, gold_answers, score_reply
+from prism.score import DEFAULT_SCORING, GoldError, NoAnswer, read_answer, read_golds, score_reply
 
 
-def question_detail(q, replies: list[str | None], metric: str) -> dict:
+def question_detail(q, replies: list[str | None], metric: str, mode: str = DEFAULT_SCORING) -> dict:
     detail = {"benchmark": q.benchmark, "qid": q.qid, "image": q.image, "gold": q.answer, "metric": metric,
-              "answers": [], "scores": [], "no_answer": 0, "error": None}
+              "scoring": mode, "answers": [], "scores": [], "no_answer": 0, "error": None}
     try:
-        golds = gold_answers(q.answer)
+        golds = read_golds(q.answer, mode)
     except GoldError as exc:
         return {**detail, "error": f"unparseable gold: {exc}"}
     for reply in replies:
         if reply is None:
             continue
         try:
-            detail["answers"].append(extract_answer(reply))
-            detail["scores"].append(score_reply(reply, golds, metric))
+            detail["answers"].append(read_answer(reply, mode))
+            detail["scores"].append(score_reply(reply, golds, metric, mode))
         except NoAnswer:
             detail["answers"].append(None)
             detail["scores"].append(0.0)
@@ -45,7 +45,8 @@ def benchmark_records(details: list[dict], c: Mapping, backbone: str, stamp: str
         reason = _note(rows, scored)
         base = {"run": c["meta"]["run"], "backbone": backbone, "caption_source": c["meta"]["caption_source"],
                 "benchmark": b["name"], "task": f"prism:{b['file'].rsplit('/', 1)[-1]}", "n": len(scored),
-                "lmms_eval_version": None, "model_args": None, "timestamp": stamp}
+                "lmms_eval_version": None, "model_args": None, "timestamp": stamp,
+                "scoring": c.get("scoring", DEFAULT_SCORING)}
         for out, metric, pick in ((mean, "prism_mean", fmean), (best, f"prism_best_of_{c['samples']}", max)):
             value = round(100 * fmean(pick(d["scores"]) for d in scored), 4) if scored else None
             out.append({**base, "metric": metric, "value": value, "status": "ok" if scored else "n/a",

@@ -3,5 +3,5 @@
 from recaption.schema import CAPTIONER
 from stagekit.schema import keys
 
-SCHEMA = {"prism": keys("name", "label", "image_root", "samples", "answer_prompt", "benchmarks",
+SCHEMA = {"prism": keys("name", "label", "image_root", "samples", "answer_prompt", "benchmarks", "scoring",
                         answerer=CAPTIONER)}

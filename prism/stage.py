@@ -24,7 +24,7 @@ from stagekit import StageRun, run_label, unknown_keys, write_json_atomic
 KIND = "prism"
 VERSION = 1
 PIPELINES = ("prism",)
-PRISM_KEYS = ("name", "label", "image_root", "samples", "answer_prompt", "benchmarks", "answerer")
+PRISM_KEYS = ("name", "label", "image_root", "samples", "answer_prompt", "benchmarks", "answerer", "scoring")
 BACKBONE = "Prism"   # report/paper.py PRISM_BACKBONE: Table 3 rows are captioners, one group
 DETAILS, BEST_OF_N, RESULTS = "details.jsonl", "best_of_n.jsonl", "results.jsonl"
 
@@ -42,16 +42,16 @@ def stages(cfg: Mapping, upstream: list[dict]) -> list[dict]:
     label = cap.get("label") or cap["name"]
     answers = {"name": "prism", "resumable": True, "inputs": {"captions": "prism.captions"},
                "config": {"answerer": output_config(ans), "answer_prompt": p["answer_prompt"], **files,
-                          "samples": p["samples"],
+                          "samples": p["samples"], "scoring": scoring_mode(p),
                           "meta": {"run": run_label(cfg), "caption_source": label}},
                "settings": {"answerer": run_settings(ans)},
                "summary": f"{ans.get('label') or ans['name']} answers from the captions; Mean and best-of-"
-                          f"{p['samples']} per benchmark"}
+                          f"{p['samples']} per benchmark, scored in {scoring_mode(p)} mode"}
     return [captions, answers]
 
 
 def problems(cfg: Mapping) -> list[str]:
-    from prism.score import METRICS
+    from prism.score import METRICS, SCORING_MODES
     from recaption.endpoint import EndpointConfigError, parse_endpoint
 
     if cfg.get("pipeline") not in PIPELINES:
@@ -68,11 +68,21 @@ def problems(cfg: Mapping) -> list[str]:
         if b.get("metric") not in METRICS:
             out.append(f"prism.benchmarks[{i}] ({b.get('name')}): metric={b.get('metric')!r}; choose one of "
                        f"{', '.join(METRICS)}")
+    if scoring_mode(p) not in SCORING_MODES:
+        out.append(f"prism.scoring={p.get('scoring')!r}; choose one of {', '.join(SCORING_MODES)} (reference: the "
+                   f"paper's answer format and math-verify; lenient: also bare answers)")
     if int(p.get("samples") or 0) < 1:
         out.append("prism.samples must be at least 1")
     if "{caption}" not in str(p.get("answer_prompt")):
         out.append("prism.answer_prompt must contain {caption}")
     return out
+
+
+def scoring_mode(p: Mapping) -> str:
+    """prism.scoring; a Prism YAML that does not say is scored the paper's way."""
+    from prism.score import DEFAULT_SCORING
+
+    return p.get("scoring") or DEFAULT_SCORING
 
 
 def run(job: StageRun) -> dict:
@@ -172,20 +182,23 @@ async def _ask(ep, keys: list[str], make, job: StageRun):
 
 def write_scores(out_dir: Path, questions: list, answers: Mapping[str, str], c: Mapping, log) -> dict:
     from prism.aggregate import benchmark_records, question_detail
+    from prism.score import DEFAULT_SCORING
 
     metrics = {b["name"]: b["metric"] for b in c["benchmarks"]}
-    details = [question_detail(q, [answers.get(answer_key(q, k)) for k in range(c["samples"])], metrics[q.benchmark])
-               for q in questions]
+    mode = c.get("scoring", DEFAULT_SCORING)
+    details = [question_detail(q, [answers.get(answer_key(q, k)) for k in range(c["samples"])], metrics[q.benchmark],
+                               mode) for q in questions]
     (out_dir / DETAILS).write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in details))
     stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     mean, best = benchmark_records(details, c, BACKBONE, stamp)
     (out_dir / RESULTS).write_text("".join(json.dumps(r) + "\n" for r in mean))
     (out_dir / BEST_OF_N).write_text("".join(json.dumps(r) + "\n" for r in best))
+    log(f"scored in {mode} mode")
     for m, b in zip(mean, best):
         shown = (f"mean {m['value']:.1f}, best-of-{c['samples']} {b['value']:.1f}" if m["value"] is not None
                  else "n/a")
         log(f"{m['benchmark']:<14} {shown}  (n={m['n']}{'; ' + m['reason'] if m['reason'] else ''})")
-    summary = {m["benchmark"]: {"mean": m["value"], "best_of_n": b["value"], "n": m["n"], "note": m["reason"]}
-               for m, b in zip(mean, best)}
+    summary = {m["benchmark"]: {"mean": m["value"], "best_of_n": b["value"], "n": m["n"], "note": m["reason"],
+                                "scoring": mode} for m, b in zip(mean, best)}
     write_json_atomic(out_dir / "summary.json", summary)
     return {"scores": {k: v["mean"] for k, v in summary.items()}}

@@ -60,6 +60,21 @@ def image_messages(ep: Endpoint, url: str) -> list[dict]:
     return ([{"role": "system", "content": ep.system_prompt}] if ep.system_prompt else []) + [user]
 
 
+def served_models(resp: httpx.Response, url: str) -> list[str]:
+    """The model names of a GET /models reply. Anything else (a web page, another API's JSON)
+    means base_url is not an OpenAI-compatible /v1 root: stop, naming the URL asked."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body, what = None, "is not JSON"
+    else:
+        what = "is not an OpenAI model list"
+    if not isinstance(body, dict) or not isinstance(body.get("data"), list):
+        raise EndpointRejected(f"GET {url} answered {resp.status_code} with a body that {what} ({resp.text[:80]!r}): "
+                               "is base_url the server's OpenAI-compatible root (it ends in /v1)?")
+    return [m.get("id") for m in body["data"] if isinstance(m, dict)]
+
+
 class ChatClient:
     """One pooled HTTP client per endpoint, at most `concurrency` connections."""
 
@@ -81,7 +96,7 @@ class ChatClient:
         that would answer any name (LLaMA-Factory) must still list it, so a typo stops here
         instead of captioning with whatever that server holds."""
         resp = await self._with_retries(lambda: self._http.get(f"{self.base_url}/models"), "GET /models")
-        served = [m.get("id") for m in resp.json().get("data", []) if isinstance(m, dict)]
+        served = served_models(resp, f"{self.base_url}/models")
         if self.ep.model not in served:
             raise EndpointRejected(f"{self.ep.name}: endpoint {self.base_url} serves {served}, not "
                                    f"model={self.ep.model!r}: set {self.ep.name}'s `model` to the served name "

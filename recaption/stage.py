@@ -22,10 +22,13 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
+from recaption.endpoint import CAPTIONER_DEFAULTS
 from stagekit import StageRun, write_json_atomic
 
 KIND = "recaption"
 VERSION = 1
+# a captioner's optional keys, offered to the captioner YAMLs (`- /captioner_defaults@_here_`)
+CONFIG_DEFAULTS = {"captioner_defaults": dict(CAPTIONER_DEFAULTS)}
 PREFIX = "recaption://"
 IMAGES_STAGE = "data_prep.recaption_images"
 JOURNAL, CAPTIONS, FAILURES, RUNS = "journal.jsonl", "captions.jsonl", "failures.jsonl", "runs.jsonl"

@@ -19,7 +19,8 @@ KEYS = ("run", "backbone", "caption_source", "benchmark", "task", "metric", "val
         "reason", "lmms_eval_version", "model_args", "timestamp")
 # Optional: what distinguishes jobs of one recipe (the seed, the job's other settings as text) and
 # where the per-sample log is. When a record lacks them, collect_records derives them from disk.
-OPTIONAL_KEYS = ("seed", "job", "samples", "judge")
+# A Prism record also names the scoring mode its answers were read and compared in.
+OPTIONAL_KEYS = ("seed", "job", "samples", "judge", "scoring")
 JUDGE_KEYS = ("name", "model", "weights", "base_url")   # who scored a judge task (null: no judge)
 _LABELS = ("run", "backbone", "caption_source", "benchmark", "task", "metric")
 # Run-config keys that say where or how a job ran, not what it computed: they never tell two
@@ -183,7 +184,7 @@ def validate_record(obj: object) -> dict:
     if judge is not None and (sorted(judge) != sorted(JUDGE_KEYS)
                               or not all(isinstance(v, str) for v in judge.values())):
         raise ValueError(f"'judge' must be null or {{{', '.join(JUDGE_KEYS)}}} as strings, got {judge!r}")
-    for key, kind in (("seed", int), ("job", str), ("samples", str)):
+    for key, kind in (("seed", int), ("job", str), ("samples", str), ("scoring", str)):
         _check_optional(obj, key, kind)
     parse_timestamp(obj["timestamp"])
     return obj

@@ -85,11 +85,11 @@ def _delta_header(table: Table) -> str:
 
 def legend(table: Table) -> list[str]:
     """The legend paragraph, then the statistics used and the notes, as Markdown lines."""
-    if not table.show_delta:
+    if not table.show_delta and not table.legend:
         return [COMPARISON_LEGEND]
     text = LEGEND if table.baseline == VANILLA else LEGEND.replace(
         "Δ vs vanilla: Avg minus the vanilla Avg", f"Δ vs {table.baseline}: Avg minus the {table.baseline} Avg")
-    lines = [text]
+    lines = [table.legend or text]
     stats = method_notes(table.methods)
     if any(r.comparisons for r in table.rows):
         stats.append(DELTA_STATS)
@@ -149,7 +149,7 @@ def _md_cells(table: Table, row: Row, labelled: bool) -> list[str]:
 def _scoring(table: Table) -> list[str]:
     from report.footnotes import footnotes_for
 
-    texts = footnotes_for(table.benchmarks)
+    texts = footnotes_for(table.benchmarks) if table.lmms_eval_notes else []
     return ["", "Scoring:", *(f"- {t}" for t in texts)] if texts else []
 
 

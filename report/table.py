@@ -67,6 +67,9 @@ class Table:
     baseline: str = VANILLA                    # what Δ is against: vanilla, or a chosen row name
     notes: list[str] = field(default_factory=list)  # why some cells have no interval or test
     methods: set[str] = field(default_factory=set)  # interval and test methods used, for the legend
+    avg_over: list[str] | None = None          # the columns Avg counts (None: every column)
+    legend: str | None = None                  # replaces the standard legend (a Prism table's own)
+    lmms_eval_notes: bool = True               # its scores come from lmms-eval (Prism's do not)
 
     @property
     def has_seeds(self) -> bool:
@@ -84,20 +87,23 @@ def round1(x: float) -> Decimal:
 
 
 def build_table(records, *, benchmarks: list[str] | None = None, baseline: str | None = None,
-                statistics: bool = True) -> Table:
+                statistics: bool = True, avg_over: list[str] | None = None) -> Table:
     """The table of `records`; Δ against the row named `baseline` in each backbone (default: the
     vanilla row of the same settings). `statistics` adds intervals and paired tests from the
-    per-sample logs the records point to."""
+    per-sample logs the records point to. `avg_over`: the columns Avg counts, when a table shows
+    more than its Avg is over (Table 3's VisuLogic)."""
     latest = latest_records(records)
     columns = list(benchmarks) if benchmarks is not None else order_benchmarks(r["benchmark"] for r in latest)
     rows = _make_rows(latest, columns)
-    valued = [b for b in columns if any(r.cells.get(b) is not None for r in rows)]
+    counted = [b for b in columns if avg_over is None or b in avg_over]
+    valued = [b for b in counted if any(r.cells.get(b) is not None for r in rows)]
     for row in rows:
-        _set_avg(row, valued, columns)
+        _set_avg(row, valued, counted)
     pairs = baseline_pairs(rows, baseline)
     _set_deltas(pairs, columns)
     _mark_best(rows, columns)
-    table = Table(columns, rows, baseline=baseline or VANILLA, notes=_seed_notes(rows) + judge_notes(rows))
+    table = Table(columns, rows, baseline=baseline or VANILLA, notes=_seed_notes(rows) + judge_notes(rows),
+                  avg_over=None if avg_over is None else counted)
     if statistics:
         from report.confidence import add_statistics
 
@@ -239,28 +245,35 @@ def _score(row: Row, col: str) -> float | None:
     return row.cells.get(col)
 
 
-def compare_with_paper(table: Table, paper_records) -> Table:
+def compare_with_paper(table: Table, paper_records, printed_avg: dict | None = None) -> Table:
     """For each measured row the paper also has: measured, paper and their difference, over the
-    benchmarks both report. Both Avgs use the same benchmark set, so they are comparable."""
+    benchmarks both report. Both Avgs use the same benchmark set, so they are comparable.
+    `printed_avg`: (backbone, caption source) -> the Avg the paper prints, shown as the paper's
+    when the row has every column of its Avg (recomputing it from rounded cells can miss by 0.1)."""
     paper = build_table(paper_records, statistics=False)
     paper_rows = {(r.backbone, r.caption_source): r for r in paper.rows}
     columns = [b for b in table.benchmarks if b in paper.benchmarks
                and any(r.cells.get(b) is not None for r in table.rows)]
     rows: list[Row] = []
     for mine in table.rows:
-        theirs = paper_rows.get((mine.backbone, mine.caption_source))
-        if theirs is not None:
-            rows.extend(_comparison_rows(mine, theirs, columns))
+        key = (mine.backbone, mine.caption_source)
+        if key in paper_rows:
+            printed = (printed_avg or {}).get(key)
+            rows.extend(_comparison_rows(mine, paper_rows[key], columns, printed, paper.benchmarks))
     return Table(columns, rows, show_delta=False)
 
 
-def _comparison_rows(mine: Row, theirs: Row, columns: list[str]) -> list[Row]:
+def _comparison_rows(mine: Row, theirs: Row, columns: list[str], printed: float | None = None,
+                     paper_columns: list[str] = ()) -> list[Row]:
     shared = [b for b in columns if mine.cells.get(b) is not None and theirs.cells.get(b) is not None]
     missing = [b for b in columns if b not in shared]
+    whole = printed is not None and set(shared) == set(paper_columns)
     out = []
     for label, cells in (("measured", mine.cells), ("paper", theirs.cells)):
         kept = {b: cells[b] for b in columns if b in cells}
         avg = fmean(cells[b] for b in shared) if shared else None
+        if label == "paper" and whole:
+            avg = printed
         out.append(Row(mine.backbone, mine.caption_source, kept, avg, missing, label=label, job=mine.job))
     diff = {b: mine.cells[b] - theirs.cells[b] for b in shared}
     avg_diff = out[0].avg - out[1].avg if shared else None

@@ -19,9 +19,14 @@ def write_report(records, out_dir: Path, *, paper_csv: Path | Sequence[Path] | N
     paper_comparison.md/.csv/.tex when the paper CSV(s) have rows we measured, and benchmarks.png).
     Δ is against the row named `baseline` (default: vanilla). Returns the paths by kind, plus
     "markdown_text": the Markdown to print."""
+    from report import prism
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    table = build_table(records, baseline=baseline)
+    shaped = prism.is_prism(records)   # captioners scored with Prism: the paper's Table 3 shape
+    table = prism.prism_table(records) if shaped else build_table(records, baseline=baseline)
+    if shaped and title == DEFAULT_TITLE:
+        title = prism.TITLE
     markdown = to_markdown(table, title)
     written: dict[str, Path | str] = {
         "markdown": _write(out_dir / "table.md", markdown),
@@ -33,7 +38,11 @@ def write_report(records, out_dir: Path, *, paper_csv: Path | Sequence[Path] | N
         written["comparisons_tex"] = _write(out_dir / "comparisons.tex", comparisons_latex(table, title))
     csvs = [] if paper_csv is None else [paper_csv] if isinstance(paper_csv, (str, Path)) else list(paper_csv)
     if csvs:
-        comparison = compare_with_paper(table, [r for c in csvs for r in load_paper_table(c)])
+        printed = {k: v for c in csvs for k, v in prism.printed_avgs(c).items()} if shaped else None
+        comparison = compare_with_paper(table, [r for c in csvs for r in load_paper_table(c)], printed)
+        if shaped:
+            comparison.notes.extend(prism.paper_notes(table))
+            comparison.lmms_eval_notes = False
         if comparison.rows:
             heading = f"{title}: measured vs paper ({', '.join(Path(c).name for c in csvs)})"
             compared = to_markdown(comparison, heading)

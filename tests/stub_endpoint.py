@@ -20,6 +20,7 @@ class StubEndpoint:
         self.model, self.script, self.delay_s = model, list(script or []), delay_s
         self.replies = list(replies or [])
         self.finish_reason = "stop"
+        self.models_body: bytes | None = None   # set: GET /models answers 200 with exactly these bytes
         self.requests: list[dict] = []
         self.auth: list[str | None] = []
         self._lock = threading.Lock()
@@ -52,6 +53,11 @@ class StubEndpoint:
                 self.wfile.write(data)
 
             def do_GET(self):
+                if stub.models_body is not None:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(stub.models_body)))
+                    self.end_headers()
+                    return self.wfile.write(stub.models_body)
                 self._send(200, {"object": "list", "data": [{"id": stub.model, "object": "model"}]})
 
             def do_POST(self):

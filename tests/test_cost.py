@@ -1,4 +1,4 @@
-"""The cost estimate `plan` prints (harness/cost.py): tokens, FLOPs by what trains, GPU-hours,
+"""The cost estimate `plan` prints (train/cost.py): tokens, FLOPs by what trains, GPU-hours,
 and the total, checked on exact numbers with fake data_prep manifests."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 
 from harness.chain import build_chain
 from harness.config import compose_config, to_plain
-from harness.cost import (
+from train.cost import (
     StageCost,
     Tokens,
     cost_line,

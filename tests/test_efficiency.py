@@ -10,7 +10,7 @@ import random
 
 import pytest
 
-from harness.cost import stage_tokens
+from train.cost import stage_tokens
 from train.efficiency import (
     ceil_to,
     efficiency,

@@ -88,16 +88,16 @@ def q(qid, answer, bench="B1"):
 def test_mean_over_n_and_best_of_n_with_errors_left_out():
     details = [
         question_detail(q("1", "red"), ["\\boxed{red}", "\\boxed{blue}", "no idea at all, the caption says nothing", "red"],
-                        "exact"),                                                  # 1, 0, 0 (no answer), 1
-        question_detail(q("2", "3"), ["\\boxed{3}"] * 4, "exact"),               # 1, 1, 1, 1
-        question_detail(q("3", ""), ["\\boxed{3}"] * 4, "exact"),                # gold unparseable
-        question_detail(q("4", "4"), [None, None, None, None], "exact"),         # nothing answered
+                        "exact", "lenient"),                                       # 1, 0, 0 (no answer), 1
+        question_detail(q("2", "3"), ["\\boxed{3}"] * 4, "exact", "lenient"),    # 1, 1, 1, 1
+        question_detail(q("3", ""), ["\\boxed{3}"] * 4, "exact", "lenient"),     # gold unparseable
+        question_detail(q("4", "4"), [None, None, None, None], "exact", "lenient"),  # nothing answered
     ]
     assert details[0]["scores"] == [1.0, 0.0, 0.0, 1.0] and details[0]["no_answer"] == 1
-    assert details[0]["answers"] == ["red", "blue", None, "red"]
+    assert details[0]["answers"] == ["red", "blue", None, "red"] and details[0]["scoring"] == "lenient"
     assert details[2]["error"].startswith("unparseable gold") and details[2]["scores"] == []
     c = {"benchmarks": [{"name": "B1", "file": "/x/lmm_eval_b1.json", "metric": "exact"}], "samples": 4,
-         "meta": {"run": "prism/cap", "caption_source": "Cap"}}
+         "scoring": "lenient", "meta": {"run": "prism/cap", "caption_source": "Cap"}}
     mean, best = benchmark_records(details, c, "Prism", "2026-11-30T00:00:00Z")
     assert mean[0]["value"] == 75.0          # (0.5 + 1.0) / 2
     assert best[0]["value"] == 100.0         # (1 + 1) / 2
@@ -106,6 +106,7 @@ def test_mean_over_n_and_best_of_n_with_errors_left_out():
                                  "answer not scored; 1 answer with no extractable value scored 0 (details.jsonl)")
     assert (mean[0]["metric"], best[0]["metric"], mean[0]["task"]) == ("prism_mean", "prism_best_of_4",
                                                                        "prism:lmm_eval_b1.json")
+    assert {r["scoring"] for r in mean + best} == {"lenient"}     # every result says how it was scored
     for record in mean + best:
         validate_record(record)              # the report reads them like evaluation records
 
@@ -177,5 +178,31 @@ def test_prism_records_of_a_paper_captioner_sit_beside_table_3(tmp_path):
                {**base, "benchmark": "InfoVQA", "task": "prism:lmm_eval_infovqa.json", "value": 60.0}]
     written = write_report(records, tmp_path, paper_csv=[PRISM_TABLE], plots=False)
     lines = written["paper_comparison_md"].read_text().splitlines()
-    assert any("| paper |" in line and "| 64.8 | 80.5 |" in line for line in lines)              # Table 3
-    assert any("measured" in line and "| 60.0 | 70.3 |" in line for line in lines)              # ours
+    # Table 3's column order: ChartQA before InfoVQA
+    assert any("| paper |" in line and "| 80.5 | 64.8 |" in line for line in lines)              # Table 3
+    assert any("measured" in line and "| 70.3 | 60.0 |" in line for line in lines)              # ours
+
+
+def test_reference_mode_reads_only_the_answer_format_and_says_so_in_the_details():
+    formatted = "<think>red, per the caption</think><answer>\\boxed{\\text{Red}}</answer>"
+    d = question_detail(q("1", "red"), [formatted, "\\boxed{red}", "red"], "exact")   # reference is the default
+    assert (d["scoring"], d["answers"], d["scores"], d["no_answer"]) == ("reference", ["\\text{Red}", None, None],
+                                                                         [1.0, 0.0, 0.0], 2)
+
+
+def test_reference_mode_makes_a_gold_math_verify_cannot_read_an_error():
+    d = question_detail(q("1", "\\text{ }"), ["</think><answer>\\boxed{5}</answer>"], "exact", "reference")
+    assert d["error"] == "unparseable gold: gold answer '\\\\text{ }': math-verify reads nothing from it"
+    assert question_detail(q("1", "\\text{ }"), ["\\boxed{5}"], "exact", "lenient")["error"] is None
+
+
+@pytest.mark.parametrize("scoring,found", [("reference", []), ("lenient", []), (None, []), ("strict", [
+    "prism.scoring='strict'; choose one of reference, lenient (reference: the paper's answer format and "
+    "math-verify; lenient: also bare answers)"])])
+def test_the_scoring_mode_is_checked_before_any_work(scoring, found):
+    from prism.stage import problems
+
+    ep = {"name": "c", "model": "m", "base_url": "http://127.0.0.1:1/v1"}
+    prism = {"name": "x", "label": "x", "image_root": "/r", "samples": 4, "answer_prompt": "{caption}",
+             "benchmarks": [{"name": "B", "file": "f", "metric": "exact"}], "answerer": ep, "scoring": scoring}
+    assert problems({"pipeline": "prism", "prism": prism, "captioner": ep}) == found

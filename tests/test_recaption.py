@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 
 import pytest
@@ -172,6 +173,16 @@ def test_a_4xx_stops_the_run_with_what_to_fix(stub, images, tmp_path):
 def test_a_model_name_the_endpoint_does_not_serve_stops_before_any_request(stub, images, tmp_path):
     with pytest.raises(EndpointRejected, match=r"serves \['stub'\], not model='caprl'.*--served-model-name"):
         run(endpoint(stub.url, model="caprl"), ["0.png"], images, tmp_path / "o")
+    assert stub.requests == []
+
+
+@pytest.mark.parametrize("body,what", [(b"<html>Gradio</html>", "is not JSON"),
+                                       (b'{"detail": "Not Found"}', "is not an OpenAI model list")])
+def test_a_models_reply_that_is_no_model_list_names_the_url(stub, images, tmp_path, body, what):
+    stub.models_body = body
+    with pytest.raises(EndpointRejected, match=rf"GET {re.escape(stub.url)}/models answered 200 with a body that "
+                                               rf"{what} \({re.escape(repr(body.decode()))}\)"):
+        run(endpoint(stub.url), ["0.png"], images, tmp_path / "o")
     assert stub.requests == []
 
 

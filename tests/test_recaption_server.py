@@ -161,7 +161,8 @@ def test_one_command_scores_the_embedded_captioner_with_prism(shared_results):
     every stage is skipped."""
     from tests.conftest import SMALL_WORLD, read_status, run_harness
 
-    run_harness(shared_results, "run", "experiment=prism", *SMALL_WORLD, timeout=900)
+    first = run_harness(shared_results, "run", "experiment=prism", *SMALL_WORLD, timeout=900)
+    assert_prism_console(first.stdout, first.stderr)
     run_dir = shared_results / "runs" / "prism" / "embedded"
     states = [s["state"] for s in read_status(run_dir)["stages"].values()]
     assert states[0] in ("done", "skipped") and states[1:] == ["done"] * 3   # the world may be shared
@@ -169,6 +170,20 @@ def test_one_command_scores_the_embedded_captioner_with_prism(shared_results):
     assert "| Prism | Tiny-Qwen2.5-VL |" in table
     again = run_harness(shared_results, "run", "experiment=prism", *SMALL_WORLD, timeout=300)
     assert again.stdout.count("done already") == 4
+
+
+def assert_prism_console(stdout: str, stderr: str) -> None:
+    """Hundreds of requests, and the console holds only the harness's own lines for the Prism
+    stages: a state line each (progress lines when slow), no httpx line, no tqdm bar."""
+    for line in stdout.splitlines() + stderr.splitlines():
+        # (the world stage's own model-building bars, when this run builds the world, are not Prism's)
+        assert "HTTP Request" not in line and "it/s]" not in line.split("Writing model shards")[0], line
+    lines = stdout.splitlines()
+    prism = lines[lines.index("[harness] prism.captions: running"):lines.index("[harness] report: running")]
+    assert all(line.startswith(("[harness] prism.captions: ", "[harness] prism: ")) for line in prism), prism
+    assert [line.split(" in ")[0] for line in prism if line.split(": ", 1)[1].startswith(("running", "done"))] == [
+        "[harness] prism.captions: running", "[harness] prism.captions: done", "[harness] prism: running",
+        "[harness] prism: done"]
 
 
 def test_a_recaptioned_source_feeds_data_prep_through_the_harness(shared_results):

@@ -29,13 +29,19 @@ from typing import Mapping
 import tracking
 from stagekit import CommandFailed, StageRun, run_identity, run_logged
 from train import checkpoints, resume_layout, tokenize_stage, trainable
-from train.launch import node_env, node_rank, node_timeout, train_command
+from train.launch import LAUNCH_DEFAULTS, node_env, node_rank, node_timeout, train_command
+from train.plan import describe, plan_total  # noqa: F401  (the kind's plan hooks)
 from train.recipe import STAGES, runs_stage
 from train.render import render_lf_config
 
 KIND = "train"
 # 2: a Qwen3-VL projector stage trains the DeepStack mergers whole, LayerNorms included (train/lf_train.py)
 VERSION = 2
+# Python-held defaults offered to the YAMLs: the nodes' time-outs (every launcher YAML) and what
+# each `trainable` value freezes (the recipe's `- /trainable_freezes@freezes`).
+CONFIG_DEFAULTS = {"launcher_defaults": dict(LAUNCH_DEFAULTS),
+                   "trainable_freezes": {k: dict(zip(("vision_tower", "multi_modal_projector", "language_model"), v))
+                                         for k, v in trainable.TRAINABLE.items()}}
 # Settings of train.common that change neither the trained weights nor where checkpoints are
 # (save_steps does: it is not here).
 RUN_ONLY_KEYS = ("save_total_limit", "logging_steps", "preprocessing_num_workers", "dataloader_num_workers",
