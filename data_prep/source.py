@@ -35,6 +35,8 @@ Schema (every key but name, reader and paths is optional):
                                 #   them (prepare.worker_count). Outputs do not depend on it.
     hub: {...}                  # ignored here (downloads are the harness's job)
     expected_rows: 1246901      # ignored here: the published size, for `plan`'s cost estimate
+    layout: {origins: ...}      # ignored here: where the images come from (layout.py), for
+                                #   prefetch and `data check`
     recaption: {images: ...}    # ignored here: the recaption stage's block (recaption/stage.py);
                                 #   paths then read recaption://captions.jsonl
 """
@@ -62,7 +64,7 @@ SOURCE_DEFAULTS = dict(label=None, image_root=None, field_map={}, path_prefix=No
                  match_strip_prefix=None, subset_size=None, seed=None, prompts=None, over_cutoff="drop",
                  min_kept_fraction=0.9, check_images=True, full_decode=False, min_image_side=8,
                  max_image_pixels=178956970, image_paths="absolute", rows_per_shard=100_000, workers=None)
-_IGNORED = ("hub", "expected_rows", "recaption")   # recaption: recaption/stage.py
+_IGNORED = ("hub", "expected_rows", "recaption", "layout")   # recaption: recaption/stage.py; layout: layout.py
 _CHOICES = {"over_cutoff": ("drop", "truncate"), "match_key": ("path", "basename", "id"),
             "image_paths": ("absolute", "relative")}
 _SUFFIXES = (".jsonl", ".json")

@@ -4,7 +4,8 @@ test, SFT data) turning a source into a validated LLaMA-Factory dataset.
 What decides the output: the source (minus its run-only keys), the pixel budget and the training
 cutoff (rows too long after the pixel resize are dropped or truncated), and the model's tokenizer
 (the `model` input). Run-only: `workers` (any count writes the same bytes), `expected_rows` (what
-`plan` estimates before the data exists) and `hub` (where `prefetch` downloads from), so changing
+`plan` estimates before the data exists), `hub` and `layout` (where `prefetch` downloads from and
+the images unpack to: the coverage check reads it, the rows do not), so changing
 them redoes nothing."""
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from stagekit import StageRun
 KIND = "data_prep"
 VERSION = 3   # 3: visual tokens in the model processor's own units and bounds (Qwen3-VL: 32 px)
 ROLES = ("align_data", "captions", "sft_data")
-RUN_ONLY = ("workers", "expected_rows", "hub")
+RUN_ONLY = ("workers", "expected_rows", "hub", "layout")
 # A recaptioned caption source (recaption/stage.py) reads the recaption stage's output through
 # this prefix; its `recaption` block decides that stage's output, which reaches this one's
 # fingerprint as the `recaption` input.
@@ -65,6 +66,7 @@ def with_recaption_paths(source: Mapping, recaption_dir) -> dict:
 
 def problems(cfg: Mapping) -> list[str]:
     from data_prep.errors import DataPrepError
+    from data_prep.layout import parse_layout
     from data_prep.source import parse_source
 
     out = []
@@ -72,11 +74,23 @@ def problems(cfg: Mapping) -> list[str]:
         if has_data(cfg[role]):
             try:
                 parse_source(cfg[role])
+                parse_layout(cfg[role])
                 if isinstance((cfg[role].get("recaption") or {}).get("images"), Mapping):
                     parse_source(cfg[role]["recaption"]["images"])
+                    parse_layout(cfg[role]["recaption"]["images"])
             except DataPrepError as exc:
                 out.append(f"{role}: {exc}")
     return out
+
+
+def preflight(cfg: Mapping) -> list[str]:
+    """Before stage 1: a source whose images are on disk for fewer rows than its min_kept_fraction
+    (or whose caption files are not there) is refused now, with the prefix and what fills it,
+    not hours later in its data_prep stage. Files only: the rows' image fields and the folders'
+    listings (data_prep/coverage.py); sources in the embedded world are built by the chain itself."""
+    from data_prep.coverage import coverage_problems
+
+    return coverage_problems(cfg)
 
 
 def describe(view) -> list[str]:

@@ -22,7 +22,10 @@ commands:
   plan [key=value ...]       print the stage chain, each stage's state, outputs and exact commands
   report PATH... [--paper CSV] [--out DIR] [--baseline ROW]
                              build the ablation table (Markdown, CSV, LaTeX, plots) from run/sweep folders
-  prefetch [key=value ...]   download the checkpoints and benchmark datasets a config needs (online)
+  prefetch [key=value ...]   download the checkpoints and benchmark datasets a config needs (online),
+                             and fetch and unpack each source's images (its `layout`)
+  data check [--json] [key=value ...]
+                             per source and path prefix: rows, images referenced, present, missing
 
 config groups (choose with group=option):
 {groups}
@@ -75,8 +78,10 @@ examples:
     "prefetch": """usage: python -m harness prefetch [key=value ...]
 
 Download, while online, what a config needs later offline: the backbone's ViT and LLM sources,
-the caption/SFT datasets that name a hub repo, and the benchmark datasets of `benchmarks=`.
-Takes the same overrides as `run`.
+the caption/SFT datasets that name a hub repo, their images (each source's `layout`: archives
+downloaded, unpacked resumably, shared folders linked, a manifest per source under
+<data_root>/.manifests), and the benchmark datasets of `benchmarks=`; ends with the image
+coverage table (`python -m harness data check`). Takes the same overrides as `run`.
 
 example:
   python -m harness prefetch experiment=caprl2m benchmarks=paper_table1
@@ -105,6 +110,10 @@ def main(argv: Sequence[str]) -> int:
         from harness.watch import main as status_main
 
         return status_main(rest)
+    if command == "data":
+        from harness.data import main as data_main
+
+        return data_main(rest)
     if command not in ("run", "plan", "prefetch"):
         print(f"unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2

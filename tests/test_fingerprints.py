@@ -23,6 +23,7 @@ RUN_ONLY = [
     "train.common.dataloader_num_workers=3",
     "+captions.workers=1",
     "+captions.expected_rows=10",
+    "+captions.layout.same_images_as=synthetic_sparse",   # where images come from: prefetch and data check
     "+align_data.workers=2",
     "launcher.master_port=29999",
     "launcher.master_addr=10.1.2.3",
