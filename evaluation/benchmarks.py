@@ -312,7 +312,7 @@ def missing_datasets(entries: list[dict], env: Mapping[str, str] | None = None) 
 
 def prefetch(benchmarks: Mapping, log=print) -> None:
     """Download every HF dataset the set's tasks read, each into the cache its reader reads offline."""
-    entries = [e for e in task_entries(benchmarks) if not e.get("local_data")]
+    entries = [e for e in task_entries(benchmarks, resolved=False) if not e.get("local_data")]
     if not entries:
         log(f"benchmark set {benchmarks.get('name')!r}: local data only, nothing to prefetch")
         return

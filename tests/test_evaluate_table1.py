@@ -490,3 +490,13 @@ def test_a_judge_killed_mid_evaluation_makes_its_task_na_with_the_reason(bench_d
     assert record["reason"] == (f"the judge stopped answering during evaluation (judge 'loopback' at {stub.url}/models "
                                 "does not answer (ConnectError))")
     assert stub.requests   # it was asked before it went away (keep-alive connections may finish their calls)
+
+
+def test_prefetch_of_a_world_set_says_there_is_nothing_to_download():
+    """The embedded set's rows read world:// files the run resolves later: prefetch leaves them be."""
+    from evaluation import prefetch
+
+    said = []
+    prefetch({"name": "embedded", "tasks": [{"benchmark": "SynthVQA", "task": "caprl_synth_vqa", "metric": "exact_match",
+                                             "judge": False, "local_data": "world://bench/vqa.jsonl"}]}, log=said.append)
+    assert said == ["benchmark set 'embedded': local data only, nothing to prefetch"]
