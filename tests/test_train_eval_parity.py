@@ -93,11 +93,16 @@ def train_side(folder, view: dict, image) -> tuple[str, int]:
     from llamafactory.hparams import DataArguments, ModelArguments
     from llamafactory.model.loader import load_tokenizer
 
-    margs = ModelArguments(model_name_or_path=str(folder), image_max_pixels=view["pixels"]["max_pixels"],
-                           image_min_pixels=view["pixels"]["min_pixels"])
+    from train.recipe import data_keys
+
+    # the keys the training YAML gets (train/render.py renders these), not the config's values
+    keys = data_keys(model_dir=str(folder), dataset_dir=str(folder), dataset="parity", pixels=view["pixels"],
+                     template=view["template"], cutoff_len=8192, packing=False)
+    margs = ModelArguments(model_name_or_path=keys["model_name_or_path"], image_max_pixels=keys["image_max_pixels"],
+                           image_min_pixels=keys["image_min_pixels"])
     loaded = load_tokenizer(margs)
     tokenizer, processor = loaded["tokenizer"], loaded["processor"]
-    dargs = DataArguments(template=view["template"], cutoff_len=8192)
+    dargs = DataArguments(template=keys["template"], cutoff_len=keys["cutoff_len"])
     template = get_template_and_fix_tokenizer(tokenizer, dargs)
     enc = SupervisedDatasetProcessor(template=template, tokenizer=tokenizer, processor=processor, data_args=dargs)
     ids, labels = enc._encode_data_example(
