@@ -86,7 +86,7 @@ def with_world(cfg: dict) -> dict:
     from harness.stage import chain_fingerprints
     from harness.store import Store
 
-    chain = [s for s in build_chain({**cfg, "until": None}) if s.kind == "world"]
+    chain = [s for s in build_chain({**cfg, "until": None}) if s.name == "world"]   # the stage world:// names
     if not chain:
         return cfg
     store = Store(Path(cfg["paths"]["store_dir"]))
