@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+from recaption.stage import progress  # noqa: F401  (the kind's progress reader: same journal engine)
 from stagekit import StageRun, run_label, unknown_keys, write_json_atomic
 
 KIND = "prism"
@@ -153,21 +154,9 @@ def answer_key(q, k: int) -> str:
 
 
 async def _ask(ep, keys: list[str], make, job: StageRun):
-    from recaption.client import ChatClient, RequestFailed, describe_down
-    from recaption.engine import run_items
-    from recaption.journal import Journal
-    from recaption.serve import endpoint_url
+    from recaption.engine import run_on_endpoints
 
-    out_dir = job.out_dir
-    with endpoint_url(ep, out_dir, out_dir / f"server_{ep.name}.log", job.log) as base, \
-            Journal(out_dir / "journal.jsonl") as journal:
-        async with ChatClient(ep, base) as client:
-            try:
-                await client.check_model()
-            except RequestFailed as exc:
-                raise RuntimeError(describe_down(base, exc)) from None
-            return await run_items(client, keys, make, journal, log=job.log, what="answers",
-                                   progress_s=ep.progress_s, runs_log=out_dir / "runs.jsonl")
+    return await run_on_endpoints(ep, keys, make, job.out_dir, log=job.log, what="answers")
 
 
 def write_scores(out_dir: Path, questions: list, answers: Mapping[str, str], c: Mapping, log) -> dict:

@@ -40,7 +40,7 @@ def test_a_recaptioned_source_puts_recaption_between_its_images_and_its_data_pre
 @pytest.mark.parametrize("override", ["captioner.concurrency=2", "captioner.base_url=http://other:9000/v1",
                                       "captioner.timeout_s=5", "captioner.retries=9", "captioner.api_key_env=MY_KEY",
                                       "captioner.max_failed_fraction=0.5", "captioner.progress_s=1",
-                                      "captioner.serve.port=18000"])
+                                      "captioner.serve.port=18000", "captioner.serve.replicas=3"])
 def test_how_the_captioner_is_reached_changes_no_fingerprint(override, results_dir):
     assert fingerprints(override) == fingerprints()
 
