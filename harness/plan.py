@@ -77,6 +77,10 @@ def _details(stage: Stage, config: dict, dirs: dict[str, Path], cfg: Mapping, co
                 f"subset: {src.get('subset_size') or 'all rows'}; cutoff_len {config['cutoff_len']}"]
     if stage.kind == "train":
         return [view_line(cfg), *_train_details(stage, config, dirs, cfg, cost)]
+    if stage.kind in ("recaption", "prism"):
+        from recaption.cost import describe_cost
+
+        return describe_cost(stage, config, dirs, cfg)
     if stage.kind == "evaluate":
         model = config["model"] if "model" in config else dirs[stage.inputs["model"]] / "model"
         return [view_line(cfg), *_eval_details(config, dirs[stage.name], model)]

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from recaption.cost import COST_DEFAULTS
 from recaption.pool import POOL_DEFAULTS
 
 # The one place a captioner's optional keys get their defaults (offered to the YAMLs as the
@@ -44,6 +45,7 @@ CAPTIONER_DEFAULTS: dict[str, Any] = dict(
     progress_s=10.0,           # seconds between progress lines
     serve=None,                # {model_dir, template, port, replicas}: the harness starts llamafactory-cli api
     **POOL_DEFAULTS,           # endpoints (replicas of one model), eject_after, probe_s: recaption/pool.py
+    **COST_DEFAULTS,           # throughput_per_replica, gpus_per_replica: what `plan` estimates (recaption/cost.py)
 )
 # What decides the output; everything else in CAPTIONER_DEFAULTS is how it is fetched.
 OUTPUT_KEYS = ("name", "model", "identity", "prompt", "system_prompt", "temperature", "top_p", "max_tokens",
