@@ -87,6 +87,8 @@ async def run_items(client: ChatClient, keys: list[str], make: MakeItem, journal
     """Request every key the journal lacks; returns the account. EndpointRejected stops all."""
     todo = pending(keys, journal)
     out = Outcome(total=len(keys), done_before=len(keys) - len(todo))
+    if progress_file is not None:
+        progress_file.unlink(missing_ok=True)   # a killed run's figures are not this run's
     if runs_log is not None:
         record_run(runs_log, what, todo)
     if out.done_before:
@@ -138,7 +140,7 @@ class Report:
 
     def line(self, final: bool = False) -> str:
         seconds = self.out.seconds if final else time.monotonic() - self.t0
-        return progress_line(self.out, self.todo, seconds, self.what, final) + endpoints_part(self.endpoints())
+        return progress_line(self.out, self.todo, seconds, self.what, final) + endpoints_part(self.endpoints(), seconds)
 
     def write(self) -> str:
         text = self.line()
@@ -158,11 +160,13 @@ async def _progress(report: Report, log, every: float) -> None:
         log(report.write())
 
 
-def endpoints_part(counts: dict[str, dict]) -> str:
-    """Per endpoint, when there are several: answered, failed attempts, and whether it is out."""
+def endpoints_part(counts: dict[str, dict], seconds: float) -> str:
+    """Per endpoint, when there are several: answered (and per second), failed attempts, and
+    whether it is out of service."""
     if len(counts) < 2:
         return ""
     parts = [f"{url.removeprefix('http://').removeprefix('https://').removesuffix('/v1')} {c['answered']} ok"
+             + (f" ({c['answered'] / seconds:.2f}/s)" if seconds > 0 else "")
              + (f" {c['failures']} failed" if c["failures"] else "") + ("" if c["up"] else " (out)")
              for url, c in counts.items()]
     return "; endpoints: " + ", ".join(parts)

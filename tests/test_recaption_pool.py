@@ -140,7 +140,8 @@ def test_a_killed_endpoint_is_taken_out_and_its_requests_in_flight_go_elsewhere(
                             r"GET /models failed\); 1 of 2 in service", m) for m in said), said
         final = said[-1]
         assert final.startswith("finished: 12/12 images (12 ok, 0 failed)")
-        assert re.search(rf"; endpoints: {doomed.url[7:-3]} 0 ok [12] failed \(out\), {steady.url[7:-3]} 12 ok$", final)
+        assert re.search(rf"; endpoints: {doomed.url[7:-3]} 0 ok \(0.00/s\) [12] failed \(out\), "
+                         rf"{steady.url[7:-3]} 12 ok \([0-9.]+/s\)$", final), final
     finally:
         steady.close()
 
@@ -158,3 +159,15 @@ def test_progress_is_readable_by_status_while_the_stage_runs(images, tmp_path):
     finally:
         a.close()
         b.close()
+
+
+def test_the_progress_line_counts_per_endpoint_and_marks_those_out():
+    from recaption.engine import Outcome, endpoints_part, progress_line
+
+    counts = {"http://gpu1:8000/v1": {"up": True, "outstanding": 4, "answered": 20, "failures": 0},
+              "https://gpu2:8000/v1": {"up": False, "outstanding": 0, "answered": 5, "failures": 3}}
+    out = Outcome(total=100, done_before=0, succeeded=25, failed={"x.png": "gone"}, tokens=500)
+    assert progress_line(out, 100, 10.0, "images") + endpoints_part(counts, 10.0) == (
+        "progress: 26/100 images (25 ok, 1 failed) in 10.0 s, 2.50 images/s, 50.0 tokens/s, ETA 30 s; "
+        "endpoints: gpu1:8000 20 ok (2.00/s), gpu2:8000 5 ok (0.50/s) 3 failed (out)")
+    assert endpoints_part({"http://one/v1": counts["http://gpu1:8000/v1"]}, 10.0) == ""   # one endpoint: as before
