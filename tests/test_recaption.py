@@ -104,15 +104,19 @@ def endpoint(url: str, **extra):
                            "backoff_s": 0.01, "timeout_s": 10, "progress_s": 60, **extra})
 
 
-@pytest.fixture
-def images(tmp_path):
+def write_pngs(root, names: list[str], size: int = 16):
+    """Small solid images, each its own colour, in a new folder."""
     from PIL import Image
 
-    root = tmp_path / "images"
     root.mkdir()
-    for i in range(4):
-        Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(root / f"{i}.png")
+    for i, name in enumerate(names):
+        Image.new("RGB", (size, size), (i * 20, 0, 0)).save(root / name)
     return root
+
+
+@pytest.fixture
+def images(tmp_path):
+    return write_pngs(tmp_path / "images", [f"{i}.png" for i in range(4)])
 
 
 @pytest.fixture

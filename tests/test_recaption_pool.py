@@ -21,6 +21,7 @@ from recaption.pool import Pool
 from recaption.serve import free_port
 from recaption.stage import JOURNAL, caption_images
 from tests.stub_endpoint import StubEndpoint
+from tests.test_recaption import write_pngs
 
 RECAPTIONED = "captions=recaptioned_synthetic"
 
@@ -30,18 +31,12 @@ def endpoint(urls: list[str], **extra):
                            "backoff_s": 0.01, "timeout_s": 10, "progress_s": 60, "probe_s": 0.05, **extra})
 
 
+KEYS = [f"{i:02d}.png" for i in range(12)]
+
+
 @pytest.fixture
 def images(tmp_path):
-    from PIL import Image
-
-    root = tmp_path / "images"
-    root.mkdir()
-    for i in range(12):
-        Image.new("RGB", (8, 8), (i * 20, 0, 0)).save(root / f"{i:02d}.png")
-    return root
-
-
-KEYS = [f"{i:02d}.png" for i in range(12)]
+    return write_pngs(tmp_path / "images", KEYS, size=8)
 
 
 def journal_keys(folder) -> list[str]:
