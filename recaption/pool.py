@@ -92,11 +92,14 @@ class Pool:
         return await r.http.get(f"{r.url}/models", timeout=timeout or PROBE_TIMEOUT_S)
 
     async def healthy(self, r: Replica) -> bool:
+        """GET /models answers and still lists the model (a node restarted with other weights is
+        not put back)."""
         try:
             resp = await self.models(r)
-        except httpx.HTTPError:
+            return resp.status_code == 200 and self.ep.model in [m.get("id") for m in resp.json().get("data", [])
+                                                                 if isinstance(m, dict)]
+        except (httpx.HTTPError, ValueError, AttributeError):
             return False
-        return resp.status_code == 200
 
     def take_out(self, r: Replica, why: str) -> None:
         if not r.up:
