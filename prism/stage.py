@@ -64,6 +64,9 @@ def problems(cfg: Mapping) -> list[str]:
             parse_endpoint(node, section)
         except EndpointConfigError as exc:
             out.append(str(exc))
+    if (p.get("answerer") or {}).get("slurm"):
+        out.append("prism.answerer.slurm: the answer model is not run as a SLURM array; list its replicas in "
+                   "prism.answerer.endpoints")
     for i, b in enumerate(p.get("benchmarks") or []):
         out += unknown_keys(f"prism.benchmarks[{i}]", b, ("name", "file", "metric"))
         if b.get("metric") not in METRICS:
@@ -98,7 +101,7 @@ def load_questions(config: Mapping) -> list:
 def run_captions(job: StageRun) -> dict:
     from recaption.endpoint import endpoint_from
     from recaption.engine import check_failures
-    from recaption.stage import caption_images
+    from recaption.stage import caption_job
 
     c = job.config
     ep = endpoint_from(c["captioner"], job.settings["captioner"])
@@ -106,8 +109,7 @@ def run_captions(job: StageRun) -> dict:
     job.log(f"{len(images)} images, {c['samples']} captions each, from {ep.name} ({ep.model})")
     # An empty caption is scored like any poor one: asking until a captioner says something would
     # score it above what it does.
-    out = asyncio.run(caption_images(ep, images, Path(c["image_root"]), job.out_dir, job.log, samples=c["samples"],
-                                     empty_ok=True))
+    out = caption_job(job, ep, images, Path(c["image_root"]), samples=c["samples"], empty_ok=True)
     problem = check_failures(out, ep.max_failed_fraction, job.out_dir / "failures.jsonl", "images")
     if problem:
         raise RuntimeError(problem)

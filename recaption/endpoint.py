@@ -21,6 +21,7 @@ from typing import Any
 
 from recaption.cost import COST_DEFAULTS
 from recaption.pool import POOL_DEFAULTS
+from recaption.slurm import SLURM_DEFAULTS
 
 # The one place a captioner's optional keys get their defaults (offered to the YAMLs as the
 # base config `captioner_defaults`). Prompt and sampling are the paper's (Prism protocol).
@@ -45,6 +46,7 @@ CAPTIONER_DEFAULTS: dict[str, Any] = dict(
     progress_s=10.0,           # seconds between progress lines
     serve=None,                # {model_dir, template, port, replicas}: the harness starts llamafactory-cli api
     **POOL_DEFAULTS,           # endpoints (replicas of one model), eject_after, probe_s: recaption/pool.py
+    slurm=None,                # {shards, gpus_per_task, ...}: one SLURM array task per replica (recaption/slurm.py)
     **COST_DEFAULTS,           # throughput_per_replica, gpus_per_replica: what `plan` estimates (recaption/cost.py)
 )
 # What decides the output; everything else in CAPTIONER_DEFAULTS is how it is fetched.
@@ -78,6 +80,7 @@ class Endpoint:
     urls: tuple[str, ...] = ()     # base_url, or the endpoints (empty with serve: known once served)
     eject_after: int = 3
     probe_s: float = 10.0
+    slurm: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def api_key(self) -> str | None:
@@ -111,6 +114,9 @@ def parse_endpoint(cfg: Mapping[str, Any], section: str = "captioner") -> Endpoi
         raise EndpointConfigError(f"{section}: serve starts its own server; set base_url and endpoints to null")
     if serve is not None:
         _check_serve(serve, section)
+    slurm = {**SLURM_DEFAULTS, **dict(values["slurm"])} if values.get("slurm") else None
+    if slurm is not None:
+        _check_slurm(slurm, serve, section)
     for key in ("concurrency", "retries", "eject_after"):
         if int(values[key]) < (0 if key == "retries" else 1):
             raise EndpointConfigError(f"{section}.{key}={values[key]!r} is too small")
@@ -125,7 +131,7 @@ def parse_endpoint(cfg: Mapping[str, Any], section: str = "captioner") -> Endpoi
                     backoff_max_s=float(values["backoff_max_s"]),
                     max_failed_fraction=float(values["max_failed_fraction"]), progress_s=float(values["progress_s"]),
                     serve=serve, urls=tuple(urls), eject_after=int(values["eject_after"]),
-                    probe_s=float(values["probe_s"]))
+                    probe_s=float(values["probe_s"]), slurm=slurm)
 
 
 def _urls(values: Mapping[str, Any], section: str) -> list[str]:
@@ -142,6 +148,19 @@ def _urls(values: Mapping[str, Any], section: str) -> list[str]:
     if len(set(many)) < len(many):
         raise EndpointConfigError(f"{section}.endpoints lists a URL twice: {list(many)}")
     return list(many)
+
+
+def _check_slurm(slurm: dict, serve: dict | None, section: str) -> None:
+    unknown = sorted(set(slurm) - set(SLURM_DEFAULTS))
+    if unknown:
+        raise EndpointConfigError(f"{section}.slurm: unknown keys {', '.join(unknown)}; valid keys: "
+                                  f"{', '.join(SLURM_DEFAULTS)}")
+    if serve is None:
+        raise EndpointConfigError(f"{section}.slurm: every array task serves its own replica; set {section}.serve "
+                                  "(model_dir, template; infer_backend: vllm for vLLM)")
+    for key in ("shards", "cpus_per_task", "timeout_min"):
+        if int(slurm[key]) < 1:
+            raise EndpointConfigError(f"{section}.slurm.{key}={slurm[key]!r} must be at least 1")
 
 
 def _check_serve(serve: dict, section: str) -> None:

@@ -94,8 +94,19 @@ def run(job: StageRun) -> dict:
     where = f"{len(ep.urls)} endpoints" if len(ep.urls) > 1 else "endpoint"
     job.log(f"{len(keys)} images under {c['image_root']}; captioner {ep.name} ({ep.model}), "
             f"concurrency {ep.concurrency} per {where}")
-    out = asyncio.run(caption_images(ep, keys, Path(c["image_root"]), job.out_dir, job.log))
+    out = caption_job(job, ep, keys, Path(c["image_root"]))
     return write_source(job.out_dir, keys, out, ep, job.log)
+
+
+def caption_job(job: StageRun, ep, keys: list[str], image_root: Path, samples: int = 1, empty_ok: bool = False):
+    """The stage's images captioned where the captioner says: here, or as a SLURM array
+    (`captioner.slurm`: one task per replica, each serving its own)."""
+    if not ep.slurm:
+        return asyncio.run(caption_images(ep, keys, image_root, job.out_dir, job.log, samples, empty_ok))
+    from recaption.slurm import caption_on_slurm
+
+    values = {**{k: v for k, v in job.config["captioner"].items() if k != "served"}, **job.settings["captioner"]}
+    return caption_on_slurm(values, ep.slurm, keys, image_root, job.out_dir, job.log, samples, empty_ok)
 
 
 async def caption_images(ep, keys: list[str], image_root: Path, out_dir: Path, log, samples: int = 1,

@@ -27,9 +27,9 @@ def test_without_a_throughput_plan_says_which_key_to_set(tmp_path):
     stage = SimpleNamespace(name="recaption", kind="recaption", inputs={},
                             settings={"captioner": {"base_url": "http://a/v1", "throughput_per_replica": None}})
     config = {"image_list": str(listing), "image_root": str(tmp_path)}
-    assert describe_cost(stage, config, {}, {}) == [
+    assert describe_cost(stage, config, {}, {}) == [(
         f"cost: 3 images (in {listing}), 3 completions; 1 replica; set captioner.throughput_per_replica "
-        "(completions/s one replica sustains, measured: benchmarks/bench_recaption.py) for wall-clock and GPU-hours"]
+        "(completions/s one replica sustains, measured: benchmarks/bench_recaption.py) for wall-clock and GPU-hours")]
 
 
 def test_plan_shows_the_recaption_cost_for_the_configured_replicas(results_dir):
