@@ -201,7 +201,7 @@ def killed_halfway(keys: list[str], root: Path, concurrency: int, delay: float) 
         result = asyncio.run(caption_images(endpoint([a, b], "stub", concurrency), keys, root, Path(out),
                                             log=said.append))
         seconds = time.perf_counter() - t0
-        lines = [json.loads(x)["key"] for x in journal.read_text().splitlines()]
+        lines = [json.loads(x)["key"] for x in journal.read_text().split("\n")[:-1]]
     steady.kill()
     whole = sorted(lines) == sorted(keys) and len(lines) == len(keys) and not result.failed
     print(f"  2 endpoints, one SIGKILLed at {len(keys) // 2}/{len(keys)}: {len(lines)} journaled, "

@@ -235,9 +235,10 @@ def test_the_images_of_a_data_prep_output_in_row_order(tmp_path):
     shards.mkdir(parents=True)
     (tmp_path / "prep" / "dataset_info.json").write_text(json.dumps({"src": {"file_name": str(shards)}}))
     root = tmp_path / "images"
-    rows = [{"messages": [], "images": [f"{root}/b.png"]}, {"messages": [], "images": [f"{root}/a.png"]},
+    said = [{"role": "assistant", "content": "a line\u2028separator, raw"}]   # as orjson writes it: not escaped
+    rows = [{"messages": said, "images": [f"{root}/b.png"]}, {"messages": [], "images": [f"{root}/a.png"]},
             {"messages": [], "images": [f"{root}/b.png"]}]
-    (shards / "shard-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (shards / "shard-00000.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     assert prepared_images(tmp_path / "prep", str(root)) == ["b.png", "a.png"]
 
 

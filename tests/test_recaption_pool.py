@@ -40,7 +40,7 @@ def images(tmp_path):
 
 
 def journal_keys(folder) -> list[str]:
-    return [json.loads(x)["key"] for x in (folder / JOURNAL).read_text().splitlines()]
+    return [json.loads(x)["key"] for x in (folder / JOURNAL).read_text().split("\n")[:-1]]
 
 
 def test_which_endpoints_serve_the_stage_changes_no_fingerprint(results_dir):

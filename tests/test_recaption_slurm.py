@@ -54,7 +54,8 @@ def outcome(future: Future, timeout: float = 900):
 
 
 def lines_of(path: Path) -> list[str]:
-    return [json.loads(x)["key"] for x in path.read_text().splitlines()] if path.exists() else []
+    # split at "\n" only: a caption may hold U+2028 raw, which str.splitlines() would cut at
+    return [json.loads(x)["key"] for x in path.read_text().split("\n")[:-1]] if path.exists() else []
 
 
 def test_a_cancelled_shard_is_the_only_one_submitted_again(captioner_world, slurm, tmp_path):  # noqa: F811
@@ -106,3 +107,22 @@ def test_a_shard_whose_server_never_serves_fails_with_its_log_tail_and_task_id(c
     assert re.search(r"shard 0, task \d+(_0)?: ServeFailed: llamafactory-cli api exited with 1 before serving", text), text
     assert "no_such_model" in text                                         # the server's own last lines
     assert time.monotonic() - t0 < 600
+
+
+def test_the_recaption_stage_runs_as_an_array_through_the_harness(slurm, shared_results):  # noqa: F811
+    """`python -m harness run captions=recaptioned_synthetic captioner.slurm=...`: the stage's 48
+    images in 2 shards, each task serving the world's tiny captioner; the parts joined."""
+    from tests.conftest import SMALL_WORLD, read_status, run_harness, stage_dir
+
+    on_slurm = "captioner.slurm={shards: 2, gpus_per_task: 0, cpus_per_task: 1, mem_gb: 3, timeout_min: 20}"
+    # max_tokens other than the embedded captioner's: a stage of its own, never one that
+    # test_recaption_server.py's run left done in the shared store
+    run_harness(shared_results, "run", "captions=recaptioned_synthetic", "until=recaption", on_slurm,
+                "captioner.max_tokens=20", *SMALL_WORLD, timeout=900)
+    run_dir = shared_results / "runs" / "embedded" / "tiny-recaptioned_synthetic"
+    assert read_status(run_dir)["stages"]["recaption"]["state"] == "done"
+    folder = stage_dir(run_dir, "recaption")
+    summary = json.loads((folder / "summary.json").read_text())
+    assert (summary["images"], summary["captioned"], summary["failed"]) == (48, 48, 0)
+    parts = [lines_of(part_dir(folder, i) / JOURNAL) for i in range(2)]
+    assert all(parts) and sorted(parts[0] + parts[1]) == sorted(lines_of(folder / JOURNAL))
