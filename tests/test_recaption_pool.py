@@ -91,7 +91,7 @@ def test_the_least_busy_endpoint_gets_the_next_request_up_to_its_concurrency():
 def test_an_endpoint_down_at_the_start_is_left_out_and_put_back_when_it_answers(images, tmp_path):
     port = free_port()
     dead_url = f"http://127.0.0.1:{port}/v1"
-    live = StubEndpoint(delay_s=0.03)
+    live = StubEndpoint(delay_s=0.05)   # 12 images one at a time: 0.6 s, time for the other to come back
     later: list[StubEndpoint] = []
     said: list[str] = []
     try:
