@@ -70,9 +70,9 @@ def test_a_replica_killed_mid_stage_leaves_every_image_captioned_once_as_one_end
     run.start()
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and (progress(tmp_path / "two", {}) or {}).get(
-            "endpoints", {}).get(doomed.url, {}).get("answered", 0) < 2:
+            "endpoints", {}).get(doomed.url, {}).get("answered", 0) < 1:
         time.sleep(0.005)
-    doomed.kill()                                        # SIGKILL after 2 answers, its third in flight
+    doomed.kill()                                        # SIGKILL after its first answer, its next in flight
     run.join(timeout=300)
     two = result["out"]
     assert (two.succeeded, two.failed) == (20, {})                    # finished on the survivor, retries=0
@@ -81,7 +81,7 @@ def test_a_replica_killed_mid_stage_leaves_every_image_captioned_once_as_one_end
     assert len((tmp_path / "two" / RUNS).read_text().split("\n")[:-1]) == 1   # one run, no re-run needed
     final = said[-1]
     served = {m.group(1): int(m.group(2)) for m in re.finditer(r"127\.0\.0\.1:(\d+) (\d+) ok", final)}
-    assert served[str(doomed.port)] >= 2 and served[str(survivor.port)] + served[str(doomed.port)] == 20
+    assert served[str(doomed.port)] >= 1 and served[str(survivor.port)] + served[str(doomed.port)] == 20
     assert f"127.0.0.1:{doomed.port} {served[str(doomed.port)]} ok" in final and "(out)" in final, final
     assert any(m.startswith(f"endpoint {doomed.url} taken out of service") for m in said), said
 
