@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+from recaption.stage import progress  # noqa: F401  (the kind's progress reader: same journal engine)
 from stagekit import StageRun, run_label, unknown_keys, write_json_atomic
 
 KIND = "prism"
@@ -63,6 +64,9 @@ def problems(cfg: Mapping) -> list[str]:
             parse_endpoint(node, section)
         except EndpointConfigError as exc:
             out.append(str(exc))
+    if (p.get("answerer") or {}).get("slurm"):
+        out.append("prism.answerer.slurm: the answer model is not run as a SLURM array; list its replicas in "
+                   "prism.answerer.endpoints")
     for i, b in enumerate(p.get("benchmarks") or []):
         out += unknown_keys(f"prism.benchmarks[{i}]", b, ("name", "file", "metric"))
         if b.get("metric") not in METRICS:
@@ -83,6 +87,13 @@ def scoring_mode(p: Mapping) -> str:
     from prism.score import DEFAULT_SCORING
 
     return p.get("scoring") or DEFAULT_SCORING
+
+
+def describe(view) -> list[str]:
+    """plan's lines: what the stage will cost (recaption/cost.py)."""
+    from recaption.cost import prism_cost
+
+    return prism_cost(view)
 
 
 def run(job: StageRun) -> dict:
@@ -107,7 +118,7 @@ def load_questions(config: Mapping) -> list:
 def run_captions(job: StageRun) -> dict:
     from recaption.endpoint import endpoint_from
     from recaption.engine import check_failures
-    from recaption.stage import caption_images
+    from recaption.stage import caption_job
 
     c = job.config
     ep = endpoint_from(c["captioner"], job.settings["captioner"])
@@ -115,8 +126,7 @@ def run_captions(job: StageRun) -> dict:
     job.log(f"{len(images)} images, {c['samples']} captions each, from {ep.name} ({ep.model})")
     # An empty caption is scored like any poor one: asking until a captioner says something would
     # score it above what it does.
-    out = asyncio.run(caption_images(ep, images, Path(c["image_root"]), job.out_dir, job.log, samples=c["samples"],
-                                     empty_ok=True))
+    out = caption_job(job, ep, images, Path(c["image_root"]), samples=c["samples"], empty_ok=True)
     problem = check_failures(out, ep.max_failed_fraction, job.out_dir / "failures.jsonl", "images")
     if problem:
         raise RuntimeError(problem)
@@ -163,21 +173,9 @@ def answer_key(q, k: int) -> str:
 
 
 async def _ask(ep, keys: list[str], make, job: StageRun):
-    from recaption.client import ChatClient, RequestFailed, describe_down
-    from recaption.engine import run_items
-    from recaption.journal import Journal
-    from recaption.serve import endpoint_url
+    from recaption.engine import run_on_endpoints
 
-    out_dir = job.out_dir
-    with endpoint_url(ep, out_dir, out_dir / f"server_{ep.name}.log", job.log) as base, \
-            Journal(out_dir / "journal.jsonl") as journal:
-        async with ChatClient(ep, base) as client:
-            try:
-                await client.check_model()
-            except RequestFailed as exc:
-                raise RuntimeError(describe_down(base, exc)) from None
-            return await run_items(client, keys, make, journal, log=job.log, what="answers",
-                                   progress_s=ep.progress_s, runs_log=out_dir / "runs.jsonl")
+    return await run_on_endpoints(ep, keys, make, job.out_dir, log=job.log, what="answers")
 
 
 def write_scores(out_dir: Path, questions: list, answers: Mapping[str, str], c: Mapping, log) -> dict:

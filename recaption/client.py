@@ -76,29 +76,64 @@ def served_models(resp: httpx.Response, url: str) -> list[str]:
 
 
 class ChatClient:
-    """One pooled HTTP client per endpoint, at most `concurrency` connections."""
+    """The endpoints of one captioner (recaption/pool.py), at most `concurrency` requests in
+    flight on each."""
 
-    def __init__(self, ep: Endpoint, base_url: str):
-        self.ep, self.base_url = ep, base_url.rstrip("/")
+    def __init__(self, ep: Endpoint, urls: list[str], log=None):
+        from recaption.pool import Pool
+
         key = ep.api_key()
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        limits = httpx.Limits(max_connections=ep.concurrency, max_keepalive_connections=ep.concurrency)
-        self._http = httpx.AsyncClient(headers=headers, limits=limits, timeout=httpx.Timeout(ep.timeout_s))
+        self.ep, self.pool = ep, Pool(ep, urls, headers, log)
+
+    @property
+    def workers(self) -> int:
+        return self.pool.capacity
 
     async def __aenter__(self) -> ChatClient:
         return self
 
     async def __aexit__(self, *exc) -> None:
-        await self._http.aclose()
+        await self.pool.close()
 
     async def check_model(self) -> list[str]:
-        """Before any work: the endpoint answers and lists the configured model name. A server
+        """Before any work: the endpoints answer and list the configured model name. A server
         that would answer any name (LLaMA-Factory) must still list it, so a typo stops here
-        instead of captioning with whatever that server holds."""
-        resp = await self._with_retries(lambda: self._http.get(f"{self.base_url}/models"), "GET /models")
-        served = served_models(resp, f"{self.base_url}/models")
+        instead of captioning with whatever that server holds. The work starts on those that
+        answer; the others are probed and join when they do. With none answering, the check is
+        retried like a request, then the run stops."""
+        last = ""
+        for attempt in range(self.ep.retries + 1):
+            if attempt:
+                await self._back_off(attempt)
+            results = await asyncio.gather(*(self._served(r) for r in self.pool.replicas))
+            served = [s for s in results if isinstance(s, list)]
+            if served:
+                for r, res in zip(self.pool.replicas, results):
+                    if isinstance(res, str):
+                        self.pool.take_out(r, res)
+                self.pool.start_probing()
+                return served[0]
+            last = "; ".join(f"{r.url}: {res}" if len(results) > 1 else res
+                             for r, res in zip(self.pool.replicas, results))
+        attempts = self.ep.retries + 1
+        raise RequestFailed(f"GET /models: {last} ({attempts} attempt{'s' if attempts > 1 else ''})")
+
+    async def _served(self, r) -> list[str] | str:
+        """The model names one endpoint serves, or why it did not answer."""
+        try:
+            resp = await self.pool.models(r, self.ep.timeout_s)
+        except httpx.TimeoutException:
+            return f"timed out after {self.ep.timeout_s:g} s"
+        except httpx.TransportError as exc:
+            return f"connection failed ({type(exc).__name__}: {exc or 'no detail'})"
+        if resp.status_code >= 500 or resp.status_code == 429:
+            return f"HTTP {resp.status_code}: {snippet(resp)}"
+        if resp.status_code >= 400:
+            raise EndpointRejected(_rejected(self.ep, r.url, resp, "GET /models"))
+        served = served_models(resp, f"{r.url}/models")
         if self.ep.model not in served:
-            raise EndpointRejected(f"{self.ep.name}: endpoint {self.base_url} serves {served}, not "
+            raise EndpointRejected(f"{self.ep.name}: endpoint {r.url} serves {served}, not "
                                    f"model={self.ep.model!r}: set {self.ep.name}'s `model` to the served name "
                                    "(vLLM: --served-model-name; LLaMA-Factory: API_MODEL_NAME)")
         return served
@@ -115,8 +150,7 @@ class ChatClient:
         tokens, reasons, bad = 0, [], 0
         while len(texts) < n:
             body = self._body(messages, n - len(texts))
-            resp = await self._with_retries(lambda: self._http.post(f"{self.base_url}/chat/completions", json=body),
-                                            what)
+            resp = await self._post(body, what)
             try:
                 got = _parse_reply(resp, what)
                 problem = "" if got.texts else f"{what}: the endpoint returned no choices"
@@ -148,27 +182,25 @@ class ChatClient:
         """The wait before retry number `attempt` (1, 2, ...): doubling from backoff_s, capped."""
         await asyncio.sleep(min(self.ep.backoff_s * 2 ** (attempt - 1), self.ep.backoff_max_s))
 
-    async def _with_retries(self, send, what: str) -> httpx.Response:
-        attempts = self.ep.retries + 1
-        last = ""
-        for attempt in range(attempts):
-            if attempt:
-                await self._back_off(attempt)
-            try:
-                resp = await send()
-            except httpx.TimeoutException:
-                last = f"timed out after {self.ep.timeout_s:g} s"
+    async def _post(self, body: dict, what: str) -> httpx.Response:
+        """One chat request until an endpoint answers it. A failure on an endpoint just taken out
+        of service is re-sent to another at once, without spending a retry (a bounded number of
+        times, so endpoints that keep coming and going cannot hold a request for ever)."""
+        bad, free, last = 0, 0, ""
+        while True:
+            r, result = await self.pool.attempt("POST", "/chat/completions", body)
+            if isinstance(result, httpx.Response):
+                if result.status_code >= 400:
+                    raise EndpointRejected(_rejected(self.ep, r.url, result, what))
+                return result
+            last = result + self.pool.where(r)
+            if self.pool.may_resend(r) and free < 2 * len(self.pool.replicas):
+                free += 1
                 continue
-            except httpx.TransportError as exc:
-                last = f"connection failed ({type(exc).__name__}: {exc or 'no detail'})"
-                continue
-            if resp.status_code >= 500 or resp.status_code == 429:
-                last = f"HTTP {resp.status_code}: {_snippet(resp)}"
-                continue
-            if resp.status_code >= 400:
-                raise EndpointRejected(_rejected(self.ep, self.base_url, resp, what))
-            return resp
-        raise RequestFailed(f"{what}: {last} ({attempts} attempt{'s' if attempts > 1 else ''})")
+            bad += 1
+            if bad > self.ep.retries:
+                raise RequestFailed(f"{what}: {last} ({bad} attempt{'s' if bad > 1 else ''})")
+            await self._back_off(bad)
 
 
 def _parse_reply(resp: httpx.Response, what: str) -> Reply:
@@ -178,7 +210,7 @@ def _parse_reply(resp: httpx.Response, what: str) -> Reply:
         texts = [c["message"]["content"] or "" for c in choices]
     except (ValueError, KeyError, TypeError) as exc:
         raise RequestFailed(f"{what}: not an OpenAI chat completion ({type(exc).__name__}: {exc}): "
-                            f"{_snippet(resp)}") from None
+                            f"{snippet(resp)}") from None
     usage = data.get("usage") or {}
     return Reply(texts, int(usage.get("completion_tokens") or 0), [str(c.get("finish_reason")) for c in choices])
 
@@ -187,15 +219,16 @@ def _rejected(ep: Endpoint, base_url: str, resp: httpx.Response, what: str) -> s
     hint = {401: f"the endpoint refused the API key (read from ${ep.api_key_env})" if ep.api_key_env
             else "the endpoint wants an API key: set api_key_env to the name of the variable holding it",
             404: f"check `model` ({ep.model!r}) against the served name and base_url ({base_url})"}
-    return (f"{ep.name}: {what} was rejected with HTTP {resp.status_code}: {_snippet(resp)}; "
+    return (f"{ep.name}: {what} was rejected with HTTP {resp.status_code}: {snippet(resp)}; "
             f"{hint.get(resp.status_code, 'the request itself is wrong, so every image would fail alike')}")
 
 
-def _snippet(resp: httpx.Response, limit: int = 300) -> str:
+def snippet(resp: httpx.Response, limit: int = 300) -> str:
     text = resp.text.strip().replace("\n", " ")
     return text[:limit] + ("..." if len(text) > limit else "")
 
 
-def describe_down(base_url: str, exc: BaseException) -> str:
-    return (f"endpoint {base_url} cannot be reached ({exc}); start the server (README: serving a captioner) "
-            "or fix base_url")
+def describe_down(urls: list[str], exc: BaseException) -> str:
+    where = f"endpoint {urls[0]}" if len(urls) == 1 else f"none of the endpoints {', '.join(urls)}"
+    return (f"{where} cannot be reached ({exc}); start the server (README: serving a captioner) "
+            "or fix base_url / endpoints")

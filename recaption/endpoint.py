@@ -5,8 +5,9 @@ CapRL-3B (`vllm serve ... --served-model-name caprl`), LLaMA-Factory's `llamafac
 or any other OpenAI-compatible server. Prism's answer model is the same kind of endpoint, text only.
 
 What decides the captions (fingerprinted): the model's identity, the prompt and the sampling.
-How they are fetched (run-only): the URL, the key's variable, concurrency, time-outs, retries and
-the failure budget: the same captioner reached through another node's port writes the same
+How they are fetched (run-only): the URL or URLs (replicas, recaption/pool.py), the key's
+variable, concurrency per endpoint, time-outs, retries and the failure budget: the same captioner
+reached through another node's port, or through ten replicas instead of one, writes the same
 captions. The API key is read from the variable named by `api_key_env` when a request is made;
 it is never part of a config, a file or a log line.
 """
@@ -17,6 +18,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from recaption.cost import COST_DEFAULTS
+from recaption.pool import POOL_DEFAULTS
+from recaption.slurm import SLURM_DEFAULTS
 
 # The one place a captioner's optional keys get their defaults (offered to the YAMLs as the
 # base config `captioner_defaults`). Prompt and sampling are the paper's (Prism protocol).
@@ -39,12 +44,15 @@ CAPTIONER_DEFAULTS: dict[str, Any] = dict(
     api_key_env=None,          # name of the variable holding the key, e.g. CAPTIONER_API_KEY
     max_failed_fraction=0.01,  # the stage fails when more images than this finally fail
     progress_s=10.0,           # seconds between progress lines
-    serve=None,                # {model_dir, template, port}: the harness starts llamafactory-cli api
+    serve=None,                # {model_dir, template, port, replicas}: the harness starts llamafactory-cli api
+    **POOL_DEFAULTS,           # endpoints (replicas of one model), eject_after, probe_s: recaption/pool.py
+    slurm=None,                # {shards, gpus_per_task, ...}: one SLURM array task per replica (recaption/slurm.py)
+    **COST_DEFAULTS,           # throughput_per_replica, gpus_per_replica: what `plan` estimates (recaption/cost.py)
 )
 # What decides the output; everything else in CAPTIONER_DEFAULTS is how it is fetched.
 OUTPUT_KEYS = ("name", "model", "identity", "prompt", "system_prompt", "temperature", "top_p", "max_tokens",
                "repetition_penalty", "seed")
-SERVE_KEYS = ("model_dir", "template", "port", "infer_backend", "startup_timeout_s")
+SERVE_KEYS = ("model_dir", "template", "port", "infer_backend", "startup_timeout_s", "replicas")
 SERVE_OUTPUT_KEYS = ("model_dir", "template", "infer_backend")
 
 
@@ -69,6 +77,10 @@ class Endpoint:
     max_failed_fraction: float
     progress_s: float
     serve: Mapping[str, Any] | None = None
+    urls: tuple[str, ...] = ()     # base_url, or the endpoints (empty with serve: known once served)
+    eject_after: int = 3
+    probe_s: float = 10.0
+    slurm: Mapping[str, Any] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def api_key(self) -> str | None:
@@ -94,13 +106,19 @@ def parse_endpoint(cfg: Mapping[str, Any], section: str = "captioner") -> Endpoi
         if not values.get(key):
             raise EndpointConfigError(f"{section}.{key} is required")
     serve = dict(values["serve"]) if values["serve"] else None
-    if serve is None and not values["base_url"]:
-        raise EndpointConfigError(f"{section}: set base_url (e.g. http://host:8000/v1) or serve (the harness "
-                                  "starts llamafactory-cli api)")
+    urls = _urls(values, section)
+    if serve is None and not urls:
+        raise EndpointConfigError(f"{section}: set base_url (e.g. http://host:8000/v1), endpoints (a list of such "
+                                  "URLs, replicas of one model) or serve (the harness starts llamafactory-cli api)")
+    if serve is not None and urls:
+        raise EndpointConfigError(f"{section}: serve starts its own server; set base_url and endpoints to null")
     if serve is not None:
         _check_serve(serve, section)
-    for key in ("concurrency", "retries"):
-        if int(values[key]) < (1 if key == "concurrency" else 0):
+    slurm = {**SLURM_DEFAULTS, **dict(values["slurm"])} if values.get("slurm") else None
+    if slurm is not None:
+        _check_slurm(slurm, serve, section)
+    for key in ("concurrency", "retries", "eject_after"):
+        if int(values[key]) < (0 if key == "retries" else 1):
             raise EndpointConfigError(f"{section}.{key}={values[key]!r} is too small")
     if not 0 <= float(values["max_failed_fraction"]) <= 1:
         raise EndpointConfigError(f"{section}.max_failed_fraction must be within [0, 1]")
@@ -112,10 +130,42 @@ def parse_endpoint(cfg: Mapping[str, Any], section: str = "captioner") -> Endpoi
                     retries=int(values["retries"]), backoff_s=float(values["backoff_s"]),
                     backoff_max_s=float(values["backoff_max_s"]),
                     max_failed_fraction=float(values["max_failed_fraction"]), progress_s=float(values["progress_s"]),
-                    serve=serve)
+                    serve=serve, urls=tuple(urls), eject_after=int(values["eject_after"]),
+                    probe_s=float(values["probe_s"]), slurm=slurm)
+
+
+def _urls(values: Mapping[str, Any], section: str) -> list[str]:
+    """The one base_url, or the endpoints list; both set is a contradiction, said at once."""
+    many = values.get("endpoints")
+    if many is None:
+        return [str(values["base_url"])] if values.get("base_url") else []
+    if isinstance(many, str) or not all(isinstance(u, str) and u for u in many) or not many:
+        raise EndpointConfigError(f"{section}.endpoints must be a list of base URLs, e.g. "
+                                  f"[http://node1:8000/v1, http://node2:8000/v1]; got {many!r}")
+    if values.get("base_url"):
+        raise EndpointConfigError(f"{section}: set base_url (one endpoint) or endpoints (several), not both: "
+                                  f"add {section}.base_url=null")
+    if len(set(many)) < len(many):
+        raise EndpointConfigError(f"{section}.endpoints lists a URL twice: {list(many)}")
+    return list(many)
+
+
+def _check_slurm(slurm: dict, serve: dict | None, section: str) -> None:
+    unknown = sorted(set(slurm) - set(SLURM_DEFAULTS))
+    if unknown:
+        raise EndpointConfigError(f"{section}.slurm: unknown keys {', '.join(unknown)}; valid keys: "
+                                  f"{', '.join(SLURM_DEFAULTS)}")
+    if serve is None:
+        raise EndpointConfigError(f"{section}.slurm: every array task serves its own replica; set {section}.serve "
+                                  "(model_dir, template; infer_backend: vllm for vLLM)")
+    for key in ("shards", "cpus_per_task", "timeout_min"):
+        if int(slurm[key]) < 1:
+            raise EndpointConfigError(f"{section}.slurm.{key}={slurm[key]!r} must be at least 1")
 
 
 def _check_serve(serve: dict, section: str) -> None:
+    if int(serve.get("replicas") or 1) < 1:
+        raise EndpointConfigError(f"{section}.serve.replicas must be at least 1")
     unknown = sorted(set(serve) - set(SERVE_KEYS))
     if unknown:
         raise EndpointConfigError(f"{section}.serve: unknown keys {', '.join(unknown)}; valid keys: "

@@ -60,11 +60,35 @@ def record_run(path: Path, what: str, keys: list[str]) -> None:
         fh.write(json.dumps({"what": what, "started": time.time(), "requested": keys}) + "\n")
 
 
+async def run_on_endpoints(ep, keys: list[str], make: MakeItem, out_dir: Path, *, log, what: str,
+                           journal: str = "journal.jsonl", runs: str = "runs.jsonl") -> Outcome:
+    """Serve the model when configured, check every endpoint serves it, and request every key
+    the journal in out_dir lacks (the recaption stage and both Prism stages)."""
+    from recaption.client import describe_down
+    from recaption.serve import endpoint_urls
+
+    with endpoint_urls(ep, out_dir, log) as urls, Journal(out_dir / journal) as book:
+        async with ChatClient(ep, urls, log) as client:
+            try:
+                await client.check_model()
+            except RequestFailed as exc:
+                raise RuntimeError(describe_down(urls, exc)) from None
+            return await run_items(client, keys, make, book, log=log, what=what, progress_s=ep.progress_s,
+                                   runs_log=out_dir / runs, progress_file=out_dir / PROGRESS)
+
+
+# Beside the journal, rewritten at every progress line: what `status` and the console show.
+PROGRESS = "progress.json"
+
+
 async def run_items(client: ChatClient, keys: list[str], make: MakeItem, journal: Journal, *, log,
-                    what: str = "images", progress_s: float = 10.0, runs_log: Path | None = None) -> Outcome:
+                    what: str = "images", progress_s: float = 10.0, runs_log: Path | None = None,
+                    progress_file: Path | None = None) -> Outcome:
     """Request every key the journal lacks; returns the account. EndpointRejected stops all."""
     todo = pending(keys, journal)
     out = Outcome(total=len(keys), done_before=len(keys) - len(todo))
+    if progress_file is not None:
+        progress_file.unlink(missing_ok=True)   # a killed run's figures are not this run's
     if runs_log is not None:
         record_run(runs_log, what, todo)
     if out.done_before:
@@ -73,8 +97,10 @@ async def run_items(client: ChatClient, keys: list[str], make: MakeItem, journal
     for key in todo:
         queue.put_nowait(key)
     t0 = time.monotonic()
-    workers = [asyncio.create_task(_worker(client, queue, make, journal, out)) for _ in range(client.ep.concurrency)]
-    reporter = asyncio.create_task(_progress(out, len(todo), t0, log, what, progress_s))
+    # `concurrency` per endpoint: the pool holds each endpoint to it, so a full pool needs them all
+    workers = [asyncio.create_task(_worker(client, queue, make, journal, out)) for _ in range(client.workers)]
+    report = Report(out, len(todo), t0, what, client.pool.counts, progress_file)
+    reporter = asyncio.create_task(_progress(report, log, progress_s))
     try:
         await asyncio.gather(*workers)
     finally:
@@ -83,7 +109,7 @@ async def run_items(client: ChatClient, keys: list[str], make: MakeItem, journal
         await asyncio.gather(*workers, reporter, return_exceptions=True)
         out.seconds = time.monotonic() - t0
         journal.sync()
-    log(progress_line(out, len(todo), out.seconds, what, final=True))
+    log(report.line(final=True))
     return out
 
 
@@ -102,10 +128,48 @@ async def _worker(client: ChatClient, queue: asyncio.Queue, make: MakeItem, jour
         out.tokens += reply.completion_tokens
 
 
-async def _progress(out: Outcome, todo: int, t0: float, log, what: str, every: float) -> None:
+@dataclass
+class Report:
+    """A progress line for the log, and the same figures in progress.json for `status`."""
+    out: Outcome
+    todo: int
+    t0: float
+    what: str
+    endpoints: Callable[[], dict]
+    path: Path | None = None
+
+    def line(self, final: bool = False) -> str:
+        seconds = self.out.seconds if final else time.monotonic() - self.t0
+        return progress_line(self.out, self.todo, seconds, self.what, final) + endpoints_part(self.endpoints(), seconds)
+
+    def write(self) -> str:
+        text = self.line()
+        if self.path is not None:
+            from stagekit import write_json_atomic
+
+            write_json_atomic(self.path, {"text": text, "todo": self.todo, "succeeded": self.out.succeeded,
+                                          "failed": len(self.out.failed), "tokens": self.out.tokens,
+                                          "seconds": round(time.monotonic() - self.t0, 1),
+                                          "endpoints": self.endpoints()})
+        return text
+
+
+async def _progress(report: Report, log, every: float) -> None:
     while True:
         await asyncio.sleep(every)
-        log(progress_line(out, todo, time.monotonic() - t0, what))
+        log(report.write())
+
+
+def endpoints_part(counts: dict[str, dict], seconds: float) -> str:
+    """Per endpoint, when there are several: answered (and per second), failed attempts, and
+    whether it is out of service."""
+    if len(counts) < 2:
+        return ""
+    parts = [f"{url.removeprefix('http://').removeprefix('https://').removesuffix('/v1')} {c['answered']} ok"
+             + (f" ({c['answered'] / seconds:.2f}/s)" if seconds > 0 else "")
+             + (f" {c['failures']} failed" if c["failures"] else "") + ("" if c["up"] else " (out)")
+             for url, c in counts.items()]
+    return "; endpoints: " + ", ".join(parts)
 
 
 def progress_line(out: Outcome, todo: int, seconds: float, what: str, final: bool = False) -> str:

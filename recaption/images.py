@@ -27,9 +27,12 @@ def prepared_images(data_dir: Path, image_root: str) -> list[str]:
     seen: dict[str, None] = {}
     for entry in info.values():
         for shard in sorted(Path(entry["file_name"]).glob("shard-*.jsonl")):
-            for number, line in enumerate(shard.read_text(encoding="utf-8").splitlines(), start=1):
-                for image in json.loads(line).get("images") or []:
-                    seen.setdefault(_relative(image, root, f"{shard}, line {number}"), None)
+            # lines split at "\n" only: a caption may hold U+2028 and the like raw (orjson writes
+            # UTF-8), which str.splitlines() would cut a row at
+            with open(shard, encoding="utf-8") as fh:
+                for number, line in enumerate(fh, start=1):
+                    for image in json.loads(line).get("images") or []:
+                        seen.setdefault(_relative(image, root, f"{shard}, line {number}"), None)
     return list(seen)
 
 

@@ -1,7 +1,7 @@
 """Where an endpoint's requests go: its base_url, or a server the harness starts for the stage.
 
 With `serve: {model_dir, template}` the stage runs `llamafactory-cli api` on loopback for its own
-duration (the embedded world's tiny captioner; any Qwen2.5-VL folder on CPU or one GPU). The
+duration (`replicas: N` of them, used as one pool) (the embedded world's tiny captioner; any Qwen2.5-VL folder on CPU or one GPU). The
 served name is the config's `model` (API_MODEL_NAME), so the same model check applies as for an
 external server; a key, when one is configured, is handed over in the environment (API_KEY),
 and the runner masks it in the log like any secret.
@@ -48,22 +48,31 @@ def api_command(yaml_path: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def endpoint_url(ep: Endpoint, work_dir: Path, log_path: Path, log=print) -> Iterator[str]:
-    """The base URL to send requests to, serving the model for the duration when configured."""
+def endpoint_urls(ep: Endpoint, work_dir: Path, log=print) -> Iterator[list[str]]:
+    """The base URLs to send requests to, serving the model for the duration when configured
+    (`serve.replicas` servers, each on its own port, logging to server_<name>[_<i>].log)."""
     if not ep.serve:
-        yield str(ep.base_url)
+        yield list(ep.urls)
         return
-    port = int(ep.serve.get("port") or free_port())
+    replicas = int(ep.serve.get("replicas") or 1)
     yaml_path = work_dir / f"serve_{ep.name}.yaml"
     yaml_path.write_text(api_yaml(ep.serve))
-    env = {"API_PORT": str(port), "API_HOST": "127.0.0.1", "API_MODEL_NAME": ep.model}
+    env = {"API_HOST": "127.0.0.1", "API_MODEL_NAME": ep.model}
     if ep.api_key_env:
         env["API_KEY"] = ep.api_key()   # masked in the log: API_KEY is a secret name
-    base = f"http://127.0.0.1:{port}/v1"
-    log(f"serving {ep.serve['model_dir']} as {ep.model!r} at {base} (llamafactory-cli api, log: {log_path})")
-    with Serving(api_command(yaml_path), env=env, log_path=log_path) as server:
-        wait_ready(server, base, float(ep.serve.get("startup_timeout_s") or 300))
-        yield base
+    with contextlib.ExitStack() as stack:
+        started = []
+        for i in range(replicas):
+            port = int(ep.serve["port"]) + i if ep.serve.get("port") else free_port()
+            base = f"http://127.0.0.1:{port}/v1"
+            log_path = work_dir / f"server_{ep.name}{f'_{i}' if i else ''}.log"
+            log(f"serving {ep.serve['model_dir']} as {ep.model!r} at {base} (llamafactory-cli api, log: {log_path})")
+            server = stack.enter_context(Serving(api_command(yaml_path), env={**env, "API_PORT": str(port)},
+                                                 log_path=log_path))
+            started.append((server, base))
+        for server, base in started:   # started together, so they load their weights side by side
+            wait_ready(server, base, float(ep.serve.get("startup_timeout_s") or 300))
+        yield [base for _, base in started]
 
 
 def wait_ready(server: Serving, base: str, timeout_s: float) -> None:

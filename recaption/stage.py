@@ -86,6 +86,13 @@ def problems(cfg: Mapping) -> list[str]:
     return out
 
 
+def describe(view) -> list[str]:
+    """plan's lines: what the stage will cost (recaption/cost.py)."""
+    from recaption.cost import recaption_cost
+
+    return recaption_cost(view)
+
+
 def run(job: StageRun) -> dict:
     from recaption.endpoint import endpoint_from
     from recaption.images import listed_images, prepared_images
@@ -94,10 +101,22 @@ def run(job: StageRun) -> dict:
     ep = endpoint_from(c["captioner"], job.settings["captioner"])
     keys = (prepared_images(job.inputs["images"], c["image_root"]) if "images" in job.inputs
             else listed_images(c["image_list"], c["image_root"]))
+    where = f"{len(ep.urls)} endpoints" if len(ep.urls) > 1 else "endpoint"
     job.log(f"{len(keys)} images under {c['image_root']}; captioner {ep.name} ({ep.model}), "
-            f"concurrency {ep.concurrency}")
-    out = asyncio.run(caption_images(ep, keys, Path(c["image_root"]), job.out_dir, job.log))
+            f"concurrency {ep.concurrency} per {where}")
+    out = caption_job(job, ep, keys, Path(c["image_root"]))
     return write_source(job.out_dir, keys, out, ep, job.log)
+
+
+def caption_job(job: StageRun, ep, keys: list[str], image_root: Path, samples: int = 1, empty_ok: bool = False):
+    """The stage's images captioned where the captioner says: here, or as a SLURM array
+    (`captioner.slurm`: one task per replica, each serving its own)."""
+    if not ep.slurm:
+        return asyncio.run(caption_images(ep, keys, image_root, job.out_dir, job.log, samples, empty_ok))
+    from recaption.slurm import caption_on_slurm
+
+    values = {**{k: v for k, v in job.config["captioner"].items() if k != "served"}, **job.settings["captioner"]}
+    return caption_on_slurm(values, ep.slurm, keys, image_root, job.out_dir, job.log, samples, empty_ok)
 
 
 async def caption_images(ep, keys: list[str], image_root: Path, out_dir: Path, log, samples: int = 1,
@@ -105,22 +124,24 @@ async def caption_images(ep, keys: list[str], image_root: Path, out_dir: Path, l
     """Caption every image of `keys` that the journal in out_dir lacks; the engine's account.
     empty_ok: an empty caption is the captioner's answer (Prism scores it, as the reference does);
     else it is asked again, then a failure (a training caption source has no use for it)."""
-    from recaption.client import ChatClient, RequestFailed, describe_down, image_messages, image_url
-    from recaption.engine import Item, run_items
-    from recaption.journal import Journal
-    from recaption.serve import endpoint_url
+    from recaption.client import image_messages, image_url
+    from recaption.engine import Item, run_on_endpoints
 
     def make(key: str) -> Item:
         return Item(key, image_messages(ep, image_url(image_root / key)), n=samples, empty_ok=empty_ok)
 
-    with endpoint_url(ep, out_dir, out_dir / f"server_{ep.name}.log", log) as base, Journal(out_dir / JOURNAL) as journal:
-        async with ChatClient(ep, base) as client:
-            try:
-                await client.check_model()
-            except RequestFailed as exc:
-                raise RuntimeError(describe_down(base, exc)) from None
-            return await run_items(client, keys, make, journal, log=log, what="images", progress_s=ep.progress_s,
-                                   runs_log=out_dir / RUNS)
+    return await run_on_endpoints(ep, keys, make, out_dir, log=log, what="images", journal=JOURNAL, runs=RUNS)
+
+
+def progress(out_dir: Path, config: Mapping) -> dict | None:
+    """How far the requests are, from the engine's progress.json (any process can read it):
+    done/total, images/s, tokens/s, ETA and per endpoint answered and failed."""
+    from recaption.engine import PROGRESS
+
+    try:
+        return json.loads((Path(out_dir) / PROGRESS).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
 
 
 # Above this share of captions cut off at max_tokens the stage warns: a few long captions are normal,

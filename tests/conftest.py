@@ -59,3 +59,14 @@ def read_status(run_dir: Path) -> dict:
     import json
 
     return json.loads((run_dir / "status.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def captioner_world(tmp_path_factory) -> Path:
+    """A small embedded world whose tiny Qwen2.5-VL the recaption server tests serve (built once)."""
+    from embedded.world import build_world
+
+    out = tmp_path_factory.mktemp("world")
+    build_world(out, {"n_train": 12, "n_bench": 8, "seed": 0, "vocab_size": 1024, "vit_text_hidden": 48,
+                      "llm_hidden": 64, "llm_layers": 2}, log=lambda m: None)
+    return out

@@ -14,7 +14,7 @@ class StubEndpoint:
     Records every chat request body and the Authorization headers it saw."""
 
     def __init__(self, model: str = "stub", script: list[int] | None = None, delay_s: float = 0.0,
-                 replies: list | None = None):
+                 replies: list | None = None, port: int = 0):
         """`replies`: what the 200 answers hold, in order (then the default caption): a string or
         None is the message content of every choice, bytes is sent as the whole body."""
         self.model, self.script, self.delay_s = model, list(script or []), delay_s
@@ -24,7 +24,8 @@ class StubEndpoint:
         self.requests: list[dict] = []
         self.auth: list[str | None] = []
         self._lock = threading.Lock()
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.dead = False
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), self._handler())
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -32,6 +33,11 @@ class StubEndpoint:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+    def kill(self) -> None:
+        """Like a SIGKILLed server: the port refuses, requests in flight lose their connection."""
+        self.dead = True
+        self.close()
 
     def _next_status(self) -> int:
         with self._lock:
@@ -69,7 +75,12 @@ class StubEndpoint:
                 if stub.delay_s:
                     import time
 
-                    time.sleep(stub.delay_s)
+                    end = time.monotonic() + stub.delay_s
+                    while time.monotonic() < end and not stub.dead:
+                        time.sleep(0.01)
+                if stub.dead:
+                    self.close_connection = True
+                    return None   # no reply: the client sees the connection drop
                 if code != 200:
                     return self._send(code, {"error": {"message": f"scripted {code}"}})
                 n = body.get("n", 1)

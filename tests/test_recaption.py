@@ -41,7 +41,7 @@ def test_a_recaptioned_source_puts_recaption_between_its_images_and_its_data_pre
 @pytest.mark.parametrize("override", ["captioner.concurrency=2", "captioner.base_url=http://other:9000/v1",
                                       "captioner.timeout_s=5", "captioner.retries=9", "captioner.api_key_env=MY_KEY",
                                       "captioner.max_failed_fraction=0.5", "captioner.progress_s=1",
-                                      "captioner.serve.port=18000"])
+                                      "captioner.serve.port=18000", "captioner.serve.replicas=3"])
 def test_how_the_captioner_is_reached_changes_no_fingerprint(override, results_dir):
     assert fingerprints(override) == fingerprints()
 
@@ -105,15 +105,19 @@ def endpoint(url: str, **extra):
                            "backoff_s": 0.01, "timeout_s": 10, "progress_s": 60, **extra})
 
 
-@pytest.fixture
-def images(tmp_path):
+def write_pngs(root, names: list[str], size: int = 16):
+    """Small solid images, each its own colour, in a new folder."""
     from PIL import Image
 
-    root = tmp_path / "images"
     root.mkdir()
-    for i in range(4):
-        Image.new("RGB", (16, 16), (i * 40, 0, 0)).save(root / f"{i}.png")
+    for i, name in enumerate(names):
+        Image.new("RGB", (size, size), (i * 20, 0, 0)).save(root / name)
     return root
+
+
+@pytest.fixture
+def images(tmp_path):
+    return write_pngs(tmp_path / "images", [f"{i}.png" for i in range(4)])
 
 
 @pytest.fixture
@@ -242,9 +246,10 @@ def test_the_images_of_a_data_prep_output_in_row_order(tmp_path):
     shards.mkdir(parents=True)
     (tmp_path / "prep" / "dataset_info.json").write_text(json.dumps({"src": {"file_name": str(shards)}}))
     root = tmp_path / "images"
-    rows = [{"messages": [], "images": [f"{root}/b.png"]}, {"messages": [], "images": [f"{root}/a.png"]},
+    said = [{"role": "assistant", "content": "a line\u2028separator, raw"}]   # as orjson writes it: not escaped
+    rows = [{"messages": said, "images": [f"{root}/b.png"]}, {"messages": [], "images": [f"{root}/a.png"]},
             {"messages": [], "images": [f"{root}/b.png"]}]
-    (shards / "shard-00000.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (shards / "shard-00000.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     assert prepared_images(tmp_path / "prep", str(root)) == ["b.png", "a.png"]
 
 

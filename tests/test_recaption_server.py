@@ -46,13 +46,8 @@ class LFServer:
 
 
 @pytest.fixture(scope="session")
-def world(tmp_path_factory) -> Path:
-    from embedded.world import build_world
-
-    out = tmp_path_factory.mktemp("world")
-    build_world(out, {"n_train": 12, "n_bench": 8, "seed": 0, "vocab_size": 1024, "vit_text_hidden": 48,
-                      "llm_hidden": 64, "llm_layers": 2}, log=lambda m: None)
-    return out
+def world(captioner_world) -> Path:
+    return captioner_world
 
 
 @pytest.fixture(scope="session")
