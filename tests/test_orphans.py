@@ -58,6 +58,20 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*") if p.is_file()}
 
 
+def kill_only(proc: subprocess.Popen, folder: Path) -> None:
+    """SIGKILL to proc's own pid; then within BOUND_S no process names `folder`, and nothing writes
+    into it for 3 s more."""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + BOUND_S
+    while processes_naming(folder) and time.time() < deadline:
+        time.sleep(0.2)
+    assert processes_naming(folder) == [], f"processes of {folder} outlived the harness"
+    before = snapshot(folder)
+    time.sleep(3)
+    assert snapshot(folder) == before, f"something still writes into {folder}"
+
+
 def test_sigkill_of_the_harness_pid_alone_leaves_no_torchrun_worker(inputs, tmp_path):  # noqa: F811
     spec = next(s for s in build_chain(to_plain(compose_config(TWO_PROCESSES))) if s.name == "train.sft")
     out = tmp_path / "stage"
@@ -76,16 +90,7 @@ def test_sigkill_of_the_harness_pid_alone_leaves_no_torchrun_worker(inputs, tmp_
         time.sleep(0.05)
     assert proc.poll() is None and ckpt is not None, f"no checkpoint while running: {job.log.path}"
     assert len(processes_naming(out)) >= 4   # supervisor, launcher, torchrun, 2 workers
-    proc.send_signal(signal.SIGKILL)         # the harness's own pid, not its group
-    proc.wait()
-
-    deadline = time.time() + BOUND_S
-    while processes_naming(out) and time.time() < deadline:
-        time.sleep(0.2)
-    assert processes_naming(out) == [], "the stage's processes outlived the harness"
-    before = snapshot(out)
-    time.sleep(3)
-    assert snapshot(out) == before, "something still writes into the stage folder"
+    kill_only(proc, out)                     # the harness's own pid, not its group
     assert not (folder / "trainer_state.json").exists()
 
     info = stage.run(job)   # what the harness does when the job is started again
@@ -134,16 +139,7 @@ def test_sigkill_of_the_harness_pid_alone_ends_an_accelerate_launched_evaluation
         time.sleep(0.05)
     assert proc.poll() is None and worker_running(), (task_dir / "lmms_eval.log").read_text()[-2000:]
     assert len(processes_naming(task_dir)) >= 3   # supervisor, accelerate launcher, lmms-eval
-    proc.send_signal(signal.SIGKILL)              # the runner's own pid, not its group
-    proc.wait()
-
-    deadline = time.time() + BOUND_S
-    while processes_naming(task_dir) and time.time() < deadline:
-        time.sleep(0.2)
-    assert processes_naming(task_dir) == [], "lmms-eval outlived the harness"
-    before = snapshot(task_dir)
-    time.sleep(3)
-    assert snapshot(task_dir) == before, "something still writes into the task folder"
+    kill_only(proc, task_dir)                     # the runner's own pid, not its group
     assert not (task_dir / "score.json").exists()
 
     out = run_evaluation(tiny_models["model"], tmp_path / "eval", benchmarks=one, pixels=PIXELS, eval_cfg=CPU,
