@@ -4,10 +4,12 @@ workers) is SIGKILLed by its own pid only, as an OOM killer or `kill -9` of the 
 a bounded time no process of the stage remains, nothing writes into its folder afterwards, and
 running the stage again resumes from the checkpoint the killed run left.
 
-Measured here: with the tool started directly (no process group) this test still passed, because
-the workers die on their next write into the dead harness's output pipe (LLaMA-Factory logs every
-step here); the stand-in launcher of tests/test_proc.py, whose worker stays quiet, is the test
-that fails without the group kill. This one shows the real tools end and resume.
+The workers are kept quiet (no loss lines, no progress bar, no INFO lines): a worker that writes
+nothing never meets the dead harness's closed output pipe, so nothing but the group kill ends it.
+Measured here: with the group kill disabled (stagekit/group.py end_group a no-op) this test fails
+(the re-run ends at global_step 21, not 20: what the killed run left running interferes with the
+resume); with it, it passes. With the workers logging every step (as before) it passed either way:
+they died on their next write into the closed pipe.
 
 ~2 min on 2 shared cores. Run: .venv/bin/python -m pytest tests/test_orphans.py -q"""
 
@@ -35,7 +37,12 @@ from train import checkpoints
 
 pytestmark = pytest.mark.slow
 
-TWO_PROCESSES = [*RECIPE, "launcher.nproc_per_node=2", "train.stages.sft.global_batch_size=4"]
+TWO_PROCESSES = [*RECIPE, "launcher.nproc_per_node=2", "train.stages.sft.global_batch_size=4",
+                 # quiet workers (no loss lines, no progress bar): a worker that writes nothing never
+                 # meets the dead harness's closed pipe, so only the group kill can end it
+                 "train.common.logging_steps=1000", "+train.common.extra.disable_tqdm=true"]
+# ...and no INFO lines from LLaMA-Factory or transformers ("Saving model checkpoint to ...")
+QUIET = {"LLAMAFACTORY_VERBOSITY": "WARN", "TRANSFORMERS_VERBOSITY": "error", "TQDM_DISABLE": "1"}
 # The group supervisor sends SIGTERM, then SIGKILL after 20 s (stagekit/group.py GRACE_S).
 BOUND_S = 40
 
@@ -83,7 +90,7 @@ def test_sigkill_of_the_harness_pid_alone_leaves_no_torchrun_worker(inputs, tmp_
     (tmp_path / "job.pickle").write_bytes(pickle.dumps(job))
     proc = subprocess.Popen([PYTHON, "-c", "import pickle, sys, train.stage as s; "
                                            "s.run(pickle.load(open(sys.argv[1], 'rb')))", str(tmp_path / "job.pickle")],
-                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **QUIET})
     folder, deadline, ckpt = out / "model", time.time() + 400, None
     while time.time() < deadline and proc.poll() is None and ckpt is None:
         ckpt = checkpoints.last_complete(folder) if folder.exists() else None
