@@ -3,6 +3,7 @@ Its whole config decides its output; it reads no other stage."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import Mapping
 
 from stagekit import StageRun, unknown_keys
@@ -30,4 +31,24 @@ def problems(cfg: Mapping) -> list[str]:
 def run(job: StageRun) -> dict:
     from embedded.world import build_world
 
-    return build_world(job.out_dir, job.config, log=job.log)
+    with on_cpu_quietly():
+        return build_world(job.out_dir, job.config, log=job.log)
+
+
+@contextlib.contextmanager
+def on_cpu_quietly():
+    """The world is built on CPU, in the harness's own process, so what its libraries print lands on
+    the console: DeepSpeed (imported by transformers) warns at import that it found no GPU unless
+    told the accelerator. Told here; the environment is restored afterwards, so no tool started
+    later inherits the CPU setting. (Progress bars: harness/job.py turns them off for the process.)"""
+    import os
+
+    before = os.environ.get("DS_ACCELERATOR")
+    os.environ["DS_ACCELERATOR"] = "cpu"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("DS_ACCELERATOR", None)
+        else:
+            os.environ["DS_ACCELERATOR"] = before

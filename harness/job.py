@@ -34,6 +34,20 @@ def use_cpu_threads(threads: int | None) -> None:
     set_ceiling(threads)
 
 
+def quiet_progress_bars() -> None:
+    """Stages that run in this process (the world, checks of saved weights, reports) load and save
+    models through transformers, which draws a progress bar on the console for each. Off here, in
+    this process only (the tools' own logs keep theirs); -v leaves them on. Hugging Face's switch
+    is read by transformers when it is imported, and set on it directly when it already is."""
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()
+    if "transformers" in sys.modules:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 def run_job(cfg: DictConfig) -> dict:
     """Hydra's task function: run the chain; return {"state", "error", "run_dir", ...}."""
     from harness.chain import build_chain, run_label
@@ -54,6 +68,8 @@ def run_job(cfg: DictConfig) -> dict:
     config_name = "config.yaml" if rank == 0 else f"config.node{rank}.yaml"   # node 0's copy stays
     (run_dir / config_name).write_text(OmegaConf.to_yaml(OmegaConf.create(plain)))
     verbose = env_flag(VERBOSE_ENV)
+    if not verbose:
+        quiet_progress_bars()
     launcher = plain["launcher"]   # a follower checks on node 0 as often as the nodes beat
     label = run_label(plain)
     chain = None

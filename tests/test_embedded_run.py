@@ -48,6 +48,10 @@ def test_embedded_run_completes_and_writes_a_table(shared_results):
     # A non-terminal stdout gets one line per state change, not the tools' thousands of lines.
     lines = proc.stdout.splitlines()
     assert len(lines) < 60, proc.stdout
+    # no library output: no progress bar of a model loaded or saved in the harness's own process, no
+    # DeepSpeed notice from the world built on CPU, no httpx line; up to the table, only the harness's lines
+    assert proc.stderr == ""
+    assert all(line.startswith("[harness] ") for line in lines[:lines.index("[harness] report: running")]), lines
     for name in CHAIN:
         assert any(re.match(rf"\[harness\] {re.escape(name)}: (done in [\d.]+ s|skipped \(done already\))$", line)
                    for line in lines), (name, proc.stdout)
