@@ -6,9 +6,9 @@ running the stage again resumes from the checkpoint the killed run left.
 
 The workers are kept quiet (no loss lines, no progress bar, no INFO lines): a worker that writes
 nothing never meets the dead harness's closed output pipe, so nothing but the group kill ends it.
-Measured here: with the group kill disabled (stagekit/group.py end_group a no-op) this test fails
-(the re-run ends at global_step 21, not 20: what the killed run left running interferes with the
-resume); with it, it passes. With the workers logging every step (as before) it passed either way:
+Measured here: with the group kill disabled (stagekit/group.py end_group a no-op, or os.kill of
+the launcher alone for os.killpg) this test fails (the re-run ends at global_step 21, not 20: what
+the killed run left running interferes with the resume); with it, it passes. With the workers logging every step (as before) it passed either way:
 they died on their next write into the closed pipe.
 
 ~2 min on 2 shared cores. Run: .venv/bin/python -m pytest tests/test_orphans.py -q"""
@@ -45,6 +45,10 @@ TWO_PROCESSES = [*RECIPE, "launcher.nproc_per_node=2", "train.stages.sft.global_
 QUIET = {"LLAMAFACTORY_VERBOSITY": "WARN", "TRANSFORMERS_VERBOSITY": "error", "TQDM_DISABLE": "1"}
 # The group supervisor sends SIGTERM, then SIGKILL after 20 s (stagekit/group.py GRACE_S).
 BOUND_S = 40
+# lmms-eval ends at SIGTERM at once: with the group kill, the task's processes are gone within ~1 s.
+# Killing accelerate's launcher alone (no group kill) left lmms-eval running ~8 s here, until its
+# first write into the dead runner's pipe ended it; this bound tells the two apart.
+ACCELERATE_BOUND_S = 5
 
 
 def processes_naming(folder: Path) -> list[str]:
@@ -65,12 +69,12 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*") if p.is_file()}
 
 
-def kill_only(proc: subprocess.Popen, folder: Path) -> None:
-    """SIGKILL to proc's own pid; then within BOUND_S no process names `folder`, and nothing writes
+def kill_only(proc: subprocess.Popen, folder: Path, bound_s: float = BOUND_S) -> None:
+    """SIGKILL to proc's own pid; then within bound_s no process names `folder`, and nothing writes
     into it for 3 s more."""
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    deadline = time.time() + BOUND_S
+    deadline = time.time() + bound_s
     while processes_naming(folder) and time.time() < deadline:
         time.sleep(0.2)
     assert processes_naming(folder) == [], f"processes of {folder} outlived the harness"
@@ -115,10 +119,9 @@ def test_sigkill_of_the_harness_pid_alone_ends_an_accelerate_launched_evaluation
     through accelerate only for several GPUs, which this machine has not; the process tree is the
     same). After SIGKILL of the runner's pid, no process of the task remains, the folder stays
     still, and running the task again scores what the always-"A" model scores on AI2D (50.0).
-    Measured: unlike the torchrun test, this one still passes with the group kill disabled, even with
-    lmms-eval told to be quiet: something in its start-up still writes into the closed pipe (or
-    accelerate's launcher takes it down); the torchrun test and tests/test_proc.py are the ones that
-    fail without the group kill. ~20 s after the module's fixtures."""
+    Measured: with the supervisor killing the launcher alone instead of its group (os.kill for
+    os.killpg in stagekit/group.py), lmms-eval outlived it by ~8 s and this test fails on its
+    5-s bound; with the group kill it passes. ~20 s after the module's fixtures."""
     import sys
 
     from evaluation.command import build_command
@@ -148,7 +151,7 @@ def test_sigkill_of_the_harness_pid_alone_ends_an_accelerate_launched_evaluation
         time.sleep(0.05)
     assert proc.poll() is None and worker_running(), (task_dir / "lmms_eval.log").read_text()[-2000:]
     assert len(processes_naming(task_dir)) >= 3   # supervisor, accelerate launcher, lmms-eval
-    kill_only(proc, task_dir)                     # the runner's own pid, not its group
+    kill_only(proc, task_dir, ACCELERATE_BOUND_S)  # the runner's own pid, not its group
     assert not (task_dir / "score.json").exists()
     assert not list(task_dir.glob("lmms_eval/**/*results*.json")), "the killed run's lmms-eval went on to score"
 
