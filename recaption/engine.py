@@ -161,12 +161,12 @@ async def _progress(report: Report, log, every: float) -> None:
 
 
 def endpoints_part(counts: dict[str, dict], seconds: float) -> str:
-    """Per endpoint, when there are several: answered (and per second), failed attempts, and
-    whether it is out of service."""
+    """Per endpoint, when there are several: answered (and per second, answers and tokens), failed
+    attempts, and whether it is out of service."""
     if len(counts) < 2:
         return ""
     parts = [f"{url.removeprefix('http://').removeprefix('https://').removesuffix('/v1')} {c['answered']} ok"
-             + (f" ({c['answered'] / seconds:.2f}/s)" if seconds > 0 else "")
+             + (f" ({c['answered'] / seconds:.2f}/s, {c.get('tokens', 0) / seconds:.1f} tokens/s)" if seconds > 0 else "")
              + (f" {c['failures']} failed" if c["failures"] else "") + ("" if c["up"] else " (out)")
              for url, c in counts.items()]
     return "; endpoints: " + ", ".join(parts)
