@@ -465,31 +465,33 @@ def test_a_task_that_raises_costs_only_its_score_and_a_rerun_redoes_only_it(benc
 @pytest.mark.slow
 def test_a_judge_killed_mid_evaluation_makes_its_task_na_with_the_reason(bench_dir, tiny_models, tmp_path, no_judge):
     """The judge here is tests/stub_endpoint.py (a deterministic OpenAI-compatible server on
-    loopback; the judge is not what is under test): it goes away after MM-Vet's first judge call,
-    and lmms-eval scores the unjudged questions 0 without failing, so the score would read "ok"."""
+    loopback; the judge is not what is under test): it grades MM-Vet's first question, then goes
+    away while the second is being judged, and lmms-eval scores that one 0 without failing, so the
+    score would read "ok"."""
     import threading
 
     from tests.stub_endpoint import StubEndpoint
 
     (mmvet,) = [t for t in local_set(bench_dir)["tasks"] if t["task"] == "mmvet"]
-    stub = StubEndpoint(model="judge")
+    # each call is held 0.5 s before its answer, so the kill below lands while the second is held
+    stub = StubEndpoint(model="judge", replies=["1"], delay_s=0.5)
     judge = {"name": "loopback", "base_url": stub.url, "model": "judge", "weights": "stub", "api_key_env": None}
 
-    def kill_after_first_call():
-        while not stub.requests:
+    def kill_at_second_call():
+        while len(stub.requests) < 2:
             time.sleep(0.05)
-        stub.close()
+        stub.kill()   # the call in flight loses its connection, the port refuses the retries
 
-    threading.Thread(target=kill_after_first_call, daemon=True).start()
+    threading.Thread(target=kill_at_second_call, daemon=True).start()
     # Two of MM-Vet's three questions: lmms-eval retries an unanswered judge call for ~2 minutes
-    # (3 x 5 attempts, 10 s apart), so each question after the judge has gone costs that much.
+    # (3 x 5 attempts, 10 s apart) before scoring it 0, so every question after the kill costs that much.
     out = run_evaluation(tiny_models["model"], tmp_path / "eval", benchmarks={"name": "m", "tasks": [mmvet]},
                          judge=judge, pixels=PIXELS, eval_cfg={**CPU, "limit": 2}, meta=META, log=lambda *_: None)
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert (record["status"], record["value"]) == ("n/a", None)
     assert record["reason"] == (f"the judge stopped answering during evaluation (judge 'loopback' at {stub.url}/models "
                                 "does not answer (ConnectError))")
-    assert stub.requests   # it was asked before it went away (keep-alive connections may finish their calls)
+    assert len(stub.requests) == 2   # the first question was graded, the second asked as the judge went
 
 
 def test_prefetch_of_a_world_set_says_there_is_nothing_to_download():
