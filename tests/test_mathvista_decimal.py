@@ -52,6 +52,10 @@ def test_integer_and_choice_answers_are_scored_as_before(scoring):
 
 
 def test_the_local_copy_uses_the_fixed_scoring(tmp_path):
+    local_copy(tmp_path)
+
+
+def local_copy(tmp_path):
     data = tmp_path / "mathvista.parquet"
     import pandas as pd
 
@@ -70,7 +74,7 @@ def test_the_local_copy_uses_the_fixed_scoring(tmp_path):
 def test_lmms_eval_reads_the_fixed_scoring_from_the_local_copy(scoring, tmp_path):
     from lmms_eval.utils import load_yaml_config
 
-    config = load_yaml_config(str(test_the_local_copy_uses_the_fixed_scoring(tmp_path)))
+    config = load_yaml_config(str(local_copy(tmp_path)))
     assert config["process_results"].__module__ == "mathvista_decimal"
     assert config["process_results"](DOC, ["1.5"])["llm_as_judge_eval"]["true_false"] is True
 
@@ -86,6 +90,10 @@ def hub_mathvista() -> dict:
 def test_the_hub_task_runs_as_a_thin_copy_with_the_fixed_scoring(tmp_path):
     """Runs of the hub dataset get the same correction: a copy of the installed task that replaces
     only process_results (the hub data and every other key are the installed YAML's)."""
+    hub_copy(tmp_path)
+
+
+def hub_copy(tmp_path):
     from evaluation.benchmarks import task_yaml_path
     from evaluation.stage import write_local_tasks
 
@@ -112,6 +120,6 @@ def test_the_hub_command_runs_the_fixed_copy_from_the_stage_folder(tmp_path):
 def test_lmms_eval_reads_the_fixed_scoring_from_the_hub_copy(scoring, tmp_path):
     from lmms_eval.utils import load_yaml_config
 
-    config = load_yaml_config(str(test_the_hub_task_runs_as_a_thin_copy_with_the_fixed_scoring(tmp_path)))
+    config = load_yaml_config(str(hub_copy(tmp_path)))
     assert config["dataset_path"] == "AI4Math/MathVista" and config["task"] == "mathvista_testmini_format_fixed"
     assert config["process_results"](DOC, ["1.5"])["llm_as_judge_eval"]["true_false"] is True
