@@ -119,9 +119,9 @@ def test_sigkill_of_the_harness_pid_alone_ends_an_accelerate_launched_evaluation
     through accelerate only for several GPUs, which this machine has not; the process tree is the
     same). After SIGKILL of the runner's pid, no process of the task remains, the folder stays
     still, and running the task again scores what the always-"A" model scores on AI2D (50.0).
-    Measured: with the supervisor killing the launcher alone instead of its group (os.kill for
-    os.killpg in stagekit/group.py), lmms-eval outlived it by ~8 s and this test fails on its
-    5-s bound; with the group kill it passes. ~20 s after the module's fixtures."""
+    Measured: with the group kill removed (stagekit/group.py end_group a no-op, or os.kill of the
+    launcher alone for os.killpg) lmms-eval outlives the harness by 8 s or more and this test fails
+    on its 5-s bound; with the group kill it passes. ~20 s after the module's fixtures."""
     import sys
 
     from evaluation.command import build_command
