@@ -150,9 +150,10 @@ class ChatClient:
         tokens, reasons, bad = 0, [], 0
         while len(texts) < n:
             body = self._body(messages, n - len(texts))
-            resp = await self._post(body, what)
+            replica, resp = await self._post(body, what)
             try:
                 got = _parse_reply(resp, what)
+                replica.tokens += got.completion_tokens   # the per-endpoint tokens/s of the progress line
                 problem = "" if got.texts else f"{what}: the endpoint returned no choices"
             except RequestFailed as exc:
                 got, problem = Reply([], 0, []), str(exc)
@@ -182,8 +183,8 @@ class ChatClient:
         """The wait before retry number `attempt` (1, 2, ...): doubling from backoff_s, capped."""
         await asyncio.sleep(min(self.ep.backoff_s * 2 ** (attempt - 1), self.ep.backoff_max_s))
 
-    async def _post(self, body: dict, what: str) -> httpx.Response:
-        """One chat request until an endpoint answers it. A failure on an endpoint just taken out
+    async def _post(self, body: dict, what: str):
+        """One chat request until an endpoint answers it: (that endpoint, its answer). A failure on an endpoint just taken out
         of service is re-sent to another at once, without spending a retry (a bounded number of
         times, so endpoints that keep coming and going cannot hold a request for ever)."""
         bad, free, last = 0, 0, ""
@@ -192,7 +193,7 @@ class ChatClient:
             if isinstance(result, httpx.Response):
                 if result.status_code >= 400:
                     raise EndpointRejected(_rejected(self.ep, r.url, result, what))
-                return result
+                return r, result
             last = result + self.pool.where(r)
             if self.pool.may_resend(r) and free < 2 * len(self.pool.replicas):
                 free += 1

@@ -46,7 +46,7 @@ class Replica:
     up: bool = True
     outstanding: int = 0
     answered: int = 0        # requests it answered
-    tokens: int = 0          # completion tokens of those answers (the server's usage count)
+    tokens: int = 0          # completion tokens of those answers (their usage count, read by the client)
     failures: int = 0        # attempts that failed on it
     streak: int = 0          # failures since its last answer
     last_answer: float = field(default_factory=time.monotonic)
@@ -213,7 +213,6 @@ class Pool:
             # 429 is a server at its limit, not a broken one: retried, never a reason to take it out
             return self._failed(r, why) if resp.status_code != 429 else self._busy(r, why)
         r.answered += 1
-        r.tokens += completion_tokens(resp)
         r.streak = 0
         r.last_answer = time.monotonic()
         if not r.up:
@@ -240,13 +239,3 @@ class Pool:
 
     def counts(self) -> dict[str, dict]:
         return {r.url: r.state() for r in self.replicas}
-
-
-def completion_tokens(resp: httpx.Response) -> int:
-    """The completion tokens an answer reports (its `usage`), for the per-endpoint tokens/s; 0 when
-    the body says none (a garbage body is the client's to retry)."""
-    try:
-        usage = resp.json().get("usage") or {}
-        return int(usage.get("completion_tokens") or 0)
-    except (ValueError, AttributeError, TypeError):
-        return 0
