@@ -127,12 +127,11 @@ def run_task(entry: Mapping, model_dir: Path, task_dir: Path, *, benchmarks: Map
         shutil.rmtree(task_dir)
     task_dir.mkdir(parents=True)
     write_local_tasks([dict(entry)], task_dir / "tasks")
-    environ = {**os.environ, **(judge_mod.task_env(judge, entry["task"]) if judge else {})}
+    judged = judge_mod.task_env(judge, entry["task"]) if judge else {}
     one = {**benchmarks, "tasks": [t for t in benchmarks["tasks"] if t["task"] == entry["task"]]}
     argv, env = build_command(model_dir, task_dir, benchmarks=one, pixels=pixels, eval_cfg=cfg,
-                              system_prompt=system_prompt, environ=environ)
-    if judge:
-        env = {**env, **judge_mod.task_env(judge, entry["task"])}
+                              system_prompt=system_prompt, environ={**os.environ, **judged})
+    env = {**env, **judged}
     log("lmms-eval: " + " ".join(argv))
     started = time.time()
     # cwd = the task folder: lmms-eval writes stray files (submissions) into its working
