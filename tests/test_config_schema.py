@@ -33,8 +33,17 @@ from stagekit.schema import EACH, keys, undeclared_keys
     ("+captions.hub.foo=1", "captions.hub.foo: unknown key; valid keys: repo_id, repo_type"),
     ("+note=x", "note: unknown key; valid keys: align_data, backbone, benchmarks, captioner, captions, cost, "),
     ("+sed=1", "sed: unknown key; did you mean seed? "),
+    # a known key's bad value is refused the same way, naming the key
+    ("captions.reader=nope", "captions: source 'synthetic_dense': reader 'nope' is not one of "),
+    ("+captions.subset_sise=5", "captions.subset_sise: unknown key; did you mean subset_size? valid keys: "),
+    ("eval.device=tpu", "eval.device='tpu'; choose cpu, cuda or cuda:N"),
+    ("+eval.batchsize=2", "eval.batchsize: unknown key; did you mean batch_size? valid keys: batch_size, device, "),
+    ("+backbone.vit=x", "backbone.vit: unknown key; valid keys: dtype, eval_model, label, "),
+    ("backbone.projector_init=xavier", "backbone.projector_init='xavier'; choose one of torch_default, normal"),
+    ("cpu_threads=0", "cpu_threads: 0; give a number of threads per process (1 or more), or null for the machine's"),
+    ("cpu_threads=true", "cpu_threads: True; give a number of threads per process"),
 ])
-def test_unknown_keys_are_refused_with_their_path_and_nearest_name(override, message, results_dir):
+def test_unknown_keys_and_bad_values_are_refused_with_their_path_before_any_work(override, message, results_dir):
     with pytest.raises(BadOverride) as err:
         validate_overrides([override])
     assert str(err.value).startswith(message), str(err.value)
