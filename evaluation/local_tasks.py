@@ -30,18 +30,8 @@ def write_thin_task(entry: Mapping, tasks_dir: Path) -> Path:
         raise EvaluationError(f"task {entry['task']}: local data {data} is not one of {sorted(LOCAL_BUILDERS)}")
     check_local_columns({**entry, "local_data": data})
     split = (task_yaml(entry["task"]) or {}).get("test_split") or "test"
-    name = lmms_task_name(entry)
-    dest = tasks_dir / name
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    # JSON, not YAML, for the values: a path or split name is then never re-typed by the YAML reader.
-    lines = [f"include: {json.dumps(str(task_yaml_path(entry['task'])))}",
-             f"task: {json.dumps(name)}",
-             f"dataset_path: {builder}",
-             "dataset_name: null",
-             f"dataset_kwargs: {json.dumps({'data_files': {split: str(data)}})}"]
-    path = _write_task_yaml(entry, dest, lines)
+    path = _write_task_yaml(entry, tasks_dir, [f"dataset_path: {builder}", "dataset_name: null",
+                                               f"dataset_kwargs: {json.dumps({'data_files': {split: str(data)}})}"])
     for hub in entry.get("local_hub") or []:
         write_hub_folder(entry["task"], hub, tasks_dir.parent)
     return path
@@ -50,23 +40,25 @@ def write_thin_task(entry: Mapping, tasks_dir: Path) -> Path:
 def write_fixed_task(entry: Mapping, tasks_dir: Path) -> Path:
     """Write the thin copy of a hub task whose scoring the harness corrects (SCORING_FIXES): the
     installed YAML with only the corrected function replaced, the hub data unchanged."""
+    return _write_task_yaml(entry, tasks_dir, [])
+
+
+def _write_task_yaml(entry: Mapping, tasks_dir: Path, changes: list[str]) -> Path:
+    """A fresh folder tasks_dir/<name>/ holding the task's YAML: the installed task under its own
+    name with `changes`, and the corrected scoring function (its module beside it) when the task has one.
+    JSON, not YAML, for the values: a path or split name is then never re-typed by the YAML reader."""
     name = lmms_task_name(entry)
     dest = tasks_dir / name
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    return _write_task_yaml(entry, dest, [f"include: {json.dumps(str(task_yaml_path(entry['task'])))}",
-                                          f"task: {json.dumps(name)}"])
-
-
-def _write_task_yaml(entry: Mapping, dest: Path, lines: list[str]) -> Path:
-    """The task YAML, with the corrected scoring function (and its module beside it) when the task has one."""
+    lines = [f"include: {json.dumps(str(task_yaml_path(entry['task'])))}", f"task: {json.dumps(name)}", *changes]
     fix = SCORING_FIXES.get(entry["task"])
     if fix is not None:
         module, key = fix
         shutil.copy(Path(__file__).parent / "lmms_tasks" / f"{module}.py", dest / f"{module}.py")
-        lines = [*lines, f"{key}: !function {module}.{key}"]
-    path = dest / f"{lmms_task_name(entry)}.yaml"
+        lines.append(f"{key}: !function {module}.{key}")
+    path = dest / f"{name}.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
 
