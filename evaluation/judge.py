@@ -2,7 +2,8 @@
 which each judge task's lmms-eval process gets the environment it reads.
 
     judge: {name: none}                                        no judge: judge tasks are n/a
-    judge: {name, base_url, model, weights, api_key_env}       an OpenAI-compatible endpoint
+    judge: {name, base_url, model, weights, api_key_env,       an OpenAI-compatible endpoint
+            outage_s}
 
 lmms-eval 0.7.3 reads its judge from the environment: API_TYPE, OPENAI_API_URL, OPENAI_API_KEY,
 MODEL_VERSION. MathVista and MM-Vet go through its llm_judge `openai` provider, which takes
@@ -14,9 +15,16 @@ both, which is one reason each task runs in an lmms-eval process of its own (eva
 from __future__ import annotations
 
 import os
-from typing import Mapping
+import time
+from typing import Callable, Mapping
 
-JUDGE_KEYS = ("name", "base_url", "model", "weights", "api_key_env")
+JUDGE_KEYS = ("name", "base_url", "model", "weights", "api_key_env", "outage_s")
+# How long lmms-eval 0.7.3 keeps asking an unreachable judge about one question before it scores
+# that question 0 and goes on: its judge tasks try 3 times (patience), each try 5 attempts 10 s
+# apart (llm_judge ServerConfig), so 3 x 4 x 10 s of waiting at the least. A judge back within
+# this window costs no question; one gone longer costs every question asked meanwhile.
+LMMS_EVAL_JUDGE_RETRY_S = 120
+OUTAGE_S = 30.0    # judge.outage_s when not set: well inside the window above
 # Tasks whose evaluator posts to OPENAI_API_URL itself, as a full URL.
 FULL_URL_TASKS = ("mmbench_",)
 NO_KEY = "EMPTY"   # OpenAI clients refuse an empty key; loopback servers ignore it
@@ -42,6 +50,10 @@ def problems(judge: Mapping | None) -> list[str]:
         out.append(f"judge.base_url={url!r}: the base URL (…/v1), not …/chat/completions")
     if judge.get("api_key_env") is not None and not isinstance(judge["api_key_env"], str):
         out.append("judge.api_key_env: the name of an environment variable, or null")
+    outage = judge.get("outage_s", OUTAGE_S)
+    if isinstance(outage, bool) or not isinstance(outage, (int, float)) or not 0 < outage < LMMS_EVAL_JUDGE_RETRY_S:
+        out.append(f"judge.outage_s={outage!r}: seconds, more than 0 and less than {LMMS_EVAL_JUDGE_RETRY_S} "
+                   "(lmms-eval scores a question 0 after about that long without its judge)")
     return out
 
 
@@ -86,6 +98,31 @@ def answers(judge: Mapping, environ: Mapping[str, str] | None = None, timeout_s:
     if judge["model"] not in served:
         return False, f"judge {judge['name']!r} at {url} serves {served}, not {judge['model']!r}"
     return True, ""
+
+
+def outage_watch(judge: Mapping, environ: Mapping[str, str] | None = None) -> Callable[[], str | None]:
+    """A check for stagekit's run_logged(watch=...) while a judge task runs: None while the judge
+    answers, the reason once it has not answered for judge.outage_s. lmms-eval itself scores a
+    question 0 after its retries and goes on, so without this a judge gone for good costs about
+    2 minutes per remaining question and ends in a score of zeros; stopping within outage_s, less
+    than those 2 minutes, means no question was scored 0 for want of a judge."""
+    limit = float(judge.get("outage_s", OUTAGE_S))
+    down_since: list[float] = []
+
+    def check() -> str | None:
+        ok, why = answers(judge, environ, timeout_s=min(10.0, limit))
+        if ok:
+            down_since.clear()
+            return None
+        down_since[:1] = down_since[:1] or [time.monotonic()]
+        return why if time.monotonic() - down_since[0] >= limit else None
+
+    return check
+
+
+def watch_every_s(judge: Mapping) -> float:
+    """How often outage_watch is asked: often enough to notice an outage well within outage_s."""
+    return min(5.0, float(judge.get("outage_s", OUTAGE_S)) / 3)
 
 
 def model_list(url: str, headers: Mapping[str, str], timeout_s: float):

@@ -18,7 +18,7 @@ from evaluation.benchmarks import (EvaluationError, check_task_imports, is_fixed
                                    lmms_task_name, missing_datasets, split_judge, task_entries)
 from evaluation.command import EVAL_DEFAULTS, build_command, eval_settings, model_args
 from evaluation.local_tasks import write_fixed_task, write_thin_task
-from stagekit import StageRun, run_identity, run_label, run_logged, unknown_keys
+from stagekit import StageRun, Stopped, run_identity, run_label, run_logged, unknown_keys
 
 TASK_TEMPLATES = Path(__file__).parent / "lmms_tasks"
 RECORD_KEYS = ("run", "backbone", "caption_source", "benchmark", "task", "metric", "value", "n", "status",
@@ -137,7 +137,14 @@ def run_task(entry: Mapping, model_dir: Path, task_dir: Path, *, benchmarks: Map
     # cwd = the task folder: lmms-eval writes stray files (submissions) into its working
     # directory and its judge reads a .env from there. It exits 0 even when the model fails
     # to load, so the exit code is read together with its results file below.
-    done = run_logged(argv, env=env, log_path=task_dir / "lmms_eval.log", cwd=task_dir, echo=echo, check=False)
+    # A judge task is watched while it runs: lmms-eval would go on for minutes per question
+    # without its judge, then score those questions 0 (judge.outage_watch).
+    watch = {"watch": judge_mod.outage_watch(judge), "watch_every_s": judge_mod.watch_every_s(judge)} if judge else {}
+    try:
+        done = run_logged(argv, env=env, log_path=task_dir / "lmms_eval.log", cwd=task_dir, echo=echo, check=False,
+                          **watch)
+    except Stopped as stop:
+        return None, None, f"the judge stopped answering during evaluation ({stop.reason})", None
     results_file = latest_results_file(task_dir / "lmms_eval", since=started)
     value, n, reason = read_scores(results_file, [dict(entry)], rc=done.returncode, log_file=task_dir / "lmms_eval.log",
                                    log_tail=done.tail)[entry["task"]]

@@ -62,24 +62,66 @@ class Finished:
     tail: list[str]          # the last output lines, secrets masked, progress bars at their last state
 
 
+class Stopped(RuntimeError):
+    """The tool was ended because its `watch` said why (e.g. the judge it depends on went away)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
 def run_logged(argv: Sequence[str], *, env: Mapping[str, str] | None = None, log_path: Path,
                cwd: Path | None = None, echo: bool = True, tail_lines: int = 40,
-               on_line: Callable[[str], None] | None = None, check: bool = True) -> Finished:
+               on_line: Callable[[str], None] | None = None, check: bool = True,
+               watch: Callable[[], str | None] | None = None, watch_every_s: float = 5.0) -> Finished:
     """Run argv; append its stdout+stderr to log_path; with check, raise CommandFailed (with the
     log tail) on a non-zero exit. on_line sees every output line; if it raises, the tool is
-    stopped and the exception propagates (how a wrong trainable-parameter count stops training)."""
+    stopped and the exception propagates (how a wrong trainable-parameter count stops training).
+    watch, called every watch_every_s while the tool runs, returns None to let it go on or a reason
+    to end it: the tool's process tree is stopped and Stopped(reason) raised. It serves what the
+    output cannot tell (a tool that retries a dead server quietly for minutes)."""
     tail: list[str] = []
     with open(log_path, "a") as log:
         proc, secrets = _start(argv, env, cwd, log)
+        stopped = _Watcher(proc, watch, watch_every_s) if watch is not None else None
         try:
             _pump(proc, log, secrets, echo, tail, tail_lines, on_line)
         except BaseException:
             _stop(proc)
             raise
+        finally:
+            if stopped is not None:
+                stopped.end()
         code = proc.wait()
+        if stopped is not None and stopped.reason is not None:
+            log.write(f"\nstopped by the harness: {stopped.reason}\n")
+            raise Stopped(stopped.reason)
     if check and code != 0:
         raise CommandFailed(f"{argv[0]} exited with {code} (log: {log_path}); last lines:\n" + "\n".join(tail))
     return Finished(code, tail)
+
+
+class _Watcher:
+    """A thread beside run_logged's output pump: calls `watch` every `every_s` until the tool exits
+    or watch gives a reason, then stops the tool (the pump then sees its output end)."""
+
+    def __init__(self, proc: subprocess.Popen, watch: Callable[[], str | None], every_s: float):
+        self.reason: str | None = None
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(proc, watch, every_s), daemon=True)
+        self._thread.start()
+
+    def _run(self, proc: subprocess.Popen, watch: Callable[[], str | None], every_s: float) -> None:
+        while not self._done.wait(every_s) and proc.poll() is None:
+            reason = watch()
+            if reason is not None:
+                self.reason = reason
+                _stop(proc)
+                return
+
+    def end(self) -> None:
+        self._done.set()
+        self._thread.join()
 
 
 class Serving:

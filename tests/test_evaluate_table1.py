@@ -466,8 +466,9 @@ def test_a_task_that_raises_costs_only_its_score_and_a_rerun_redoes_only_it(benc
 def test_a_judge_killed_mid_evaluation_makes_its_task_na_with_the_reason(bench_dir, tiny_models, tmp_path, no_judge):
     """The judge here is tests/stub_endpoint.py (a deterministic OpenAI-compatible server on
     loopback; the judge is not what is under test): it grades MM-Vet's first question, then goes
-    away while the second is being judged, and lmms-eval scores that one 0 without failing, so the
-    score would read "ok"."""
+    away while the second is being judged. lmms-eval would retry that one for about 2 minutes, score
+    it 0 without failing, and the score would read "ok"; the harness stops the task once the judge
+    has been away for judge.outage_s instead."""
     import threading
 
     from tests.stub_endpoint import StubEndpoint
@@ -475,7 +476,9 @@ def test_a_judge_killed_mid_evaluation_makes_its_task_na_with_the_reason(bench_d
     (mmvet,) = [t for t in local_set(bench_dir)["tasks"] if t["task"] == "mmvet"]
     # each call is held 0.5 s before its answer, so the kill below lands while the second is held
     stub = StubEndpoint(model="judge", replies=["1"], delay_s=0.5)
-    judge = {"name": "loopback", "base_url": stub.url, "model": "judge", "weights": "stub", "api_key_env": None}
+    # away for 3 s is an outage: the harness stops the task, well before lmms-eval's own retries end
+    judge = {"name": "loopback", "base_url": stub.url, "model": "judge", "weights": "stub", "api_key_env": None,
+             "outage_s": 3}
 
     def kill_at_second_call():
         while len(stub.requests) < 2:
@@ -483,8 +486,7 @@ def test_a_judge_killed_mid_evaluation_makes_its_task_na_with_the_reason(bench_d
         stub.kill()   # the call in flight loses its connection, the port refuses the retries
 
     threading.Thread(target=kill_at_second_call, daemon=True).start()
-    # Two of MM-Vet's three questions: lmms-eval retries an unanswered judge call for ~2 minutes
-    # (3 x 5 attempts, 10 s apart) before scoring it 0, so every question after the kill costs that much.
+    # Two of MM-Vet's three questions: the second is the one asked as the judge goes.
     out = run_evaluation(tiny_models["model"], tmp_path / "eval", benchmarks={"name": "m", "tasks": [mmvet]},
                          judge=judge, pixels=PIXELS, eval_cfg={**CPU, "limit": 2}, meta=META, log=lambda *_: None)
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
@@ -492,6 +494,9 @@ def test_a_judge_killed_mid_evaluation_makes_its_task_na_with_the_reason(bench_d
     assert record["reason"] == (f"the judge stopped answering during evaluation (judge 'loopback' at {stub.url}/models "
                                 "does not answer (ConnectError))")
     assert len(stub.requests) == 2   # the first question was graded, the second asked as the judge went
+    # stopped by the harness's watch, not ended by lmms-eval scoring the question 0 after ~2 minutes
+    log = (tmp_path / "eval" / "by_task" / "mmvet" / "lmms_eval.log").read_text()
+    assert log.endswith(f"\nstopped by the harness: judge 'loopback' at {stub.url}/models does not answer (ConnectError)\n")
 
 
 def test_prefetch_of_a_world_set_says_there_is_nothing_to_download():

@@ -37,14 +37,42 @@ def stub():
     server.close()
 
 
+def test_the_outage_watch_speaks_once_the_judge_has_been_away_for_outage_s():
+    import time
+
+    server = StubEndpoint(model="judge")
+    try:
+        check = judge.outage_watch({**loopback(server.url), "outage_s": 0.4})
+        assert check() is None
+        server.model = "another"          # /models no longer lists the judge: away
+        assert check() is None            # not yet for outage_s
+        time.sleep(0.45)
+        assert check() == f"judge 'loopback' at {server.url}/models serves ['another'], not 'judge'"
+        server.model = "judge"            # back: the outage clock starts again at the next failure
+        assert check() is None
+        server.model = "another"
+        assert check() is None
+    finally:
+        server.close()
+    assert judge.watch_every_s({**loopback("http://x/v1"), "outage_s": 30}) == 5.0
+    assert judge.watch_every_s({**loopback("http://x/v1"), "outage_s": 3}) == 1.0
+
+
 def test_schema_names_each_bad_key():
     assert judge.problems({"name": "none"}) == []
     assert judge.problems(loopback("http://127.0.0.1:1/v1")) == []
-    bad = {**loopback("http://127.0.0.1:1/v1/chat/completions"), "weights": "???", "port": 1}
+    bad = {**loopback("http://127.0.0.1:1/v1/chat/completions"), "weights": "???", "port": 1, "outage_s": 120}
     assert judge.problems(bad) == [
-        "judge.port: unknown key (known: name, base_url, model, weights, api_key_env)",
+        "judge.port: unknown key (known: name, base_url, model, weights, api_key_env, outage_s)",
         "judge.weights: required, a non-empty string",
-        "judge.base_url='http://127.0.0.1:1/v1/chat/completions': the base URL (…/v1), not …/chat/completions"]
+        "judge.base_url='http://127.0.0.1:1/v1/chat/completions': the base URL (…/v1), not …/chat/completions",
+        "judge.outage_s=120: seconds, more than 0 and less than 120 (lmms-eval scores a question 0 after about "
+        "that long without its judge)"]
+    for ok in (0.5, 30, 119):
+        assert judge.problems({**loopback("http://127.0.0.1:1/v1"), "outage_s": ok}) == [], ok
+    for wrong in (0, -1, "30", True, None):
+        assert judge.problems({**loopback("http://127.0.0.1:1/v1"), "outage_s": wrong})[0].startswith(
+            f"judge.outage_s={wrong!r}: seconds"), wrong
 
 
 def test_each_judge_task_gets_the_url_form_its_client_posts_to():

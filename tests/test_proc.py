@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from stagekit.proc import CommandFailed, run_logged, shell_line
+from stagekit.proc import CommandFailed, Stopped, run_logged, shell_line
 from train.trainable import TrainableMismatch, parse_lf_count
 
 LF_START = ("import time; print('[INFO] llamafactory.model.loader:144 >> trainable params: 22,736 || all params: "
@@ -121,6 +121,33 @@ def test_a_failed_line_check_ends_the_launchers_workers_too(tmp_path):
         run_logged([sys.executable, "-c", LAUNCHER, str(tmp_path)], log_path=tmp_path / "log", echo=False,
                    on_line=check)
     _assert_worker_stopped(tmp_path)
+
+
+def test_a_watch_that_gives_a_reason_ends_the_launchers_workers(tmp_path):
+    """What the tool's output cannot tell (a judge gone while lmms-eval retries it quietly): the
+    watch's reason stops the whole tree, is raised and is written in the log."""
+    calls = []
+
+    def watch():
+        calls.append(time.time())
+        return "the server went away" if (tmp_path / "worker.pid").exists() else None
+
+    t0 = time.time()
+    with pytest.raises(Stopped, match="the server went away"):
+        run_logged([sys.executable, "-c", LAUNCHER, str(tmp_path)], log_path=tmp_path / "log", echo=False,
+                   watch=watch, watch_every_s=0.1)
+    assert time.time() - t0 < 30
+    _assert_worker_stopped(tmp_path)
+    assert (tmp_path / "log").read_text().endswith("\nstopped by the harness: the server went away\n")
+    n = len(calls)
+    time.sleep(0.3)
+    assert len(calls) == n   # the watch ends with the tool
+
+
+def test_a_watch_with_nothing_to_say_changes_nothing(tmp_path):
+    done = run_logged([sys.executable, "-c", "import time; time.sleep(0.5); print('done')"], log_path=tmp_path / "log",
+                      echo=False, watch=lambda: None, watch_every_s=0.1)
+    assert (done.returncode, done.tail) == (0, ["done"])
 
 
 def test_sigkill_of_the_harness_alone_ends_the_launchers_workers(tmp_path):
