@@ -36,6 +36,11 @@ def problems(cfg: Mapping) -> list[str]:
         out.append(f"backbone.projector_init={bb.get('projector_init')!r}; choose one of {', '.join(PROJECTOR_INITS)}")
     if bb.get("dtype") not in DTYPES:
         out.append(f"backbone.dtype={bb.get('dtype')!r}; choose one of {', '.join(map(str, DTYPES))}")
+    lo, hi = cfg["pixels"].get("min_pixels"), cfg["pixels"].get("max_pixels")
+    if not (type(lo) is int and type(hi) is int and 0 < lo <= hi):
+        # the built image processor's resize bounds: nothing later refuses a reversed or empty range
+        out.append(f"pixels: min_pixels={lo!r} and max_pixels={hi!r}; give whole numbers of pixels with "
+                   "0 < min_pixels <= max_pixels")
     return out
 
 
