@@ -42,20 +42,17 @@ PIXELS = {"min_pixels": 3136, "max_pixels": 1003520}
 
 
 def build_inputs(work: Path, rows: int, size: tuple[int, int]) -> tuple[Path, Path]:
-    """(a model folder: tiny init_vlm output with a paper-budget processor, a data_prep folder)."""
+    """(a model folder: tiny init_vlm output with the paper's pixel budget in its processor, a data_prep folder)."""
     from PIL import Image, ImageDraw
 
     from data_prep import prepare_dataset
-    from embedded.tiny_models import build_tiny_pair, build_tiny_processor
+    from embedded.tiny_models import build_tiny_pair
     from init_vlm import build_vlm
 
     model = work / "model"
     if not (model / "config.json").exists():
         vit, llm = build_tiny_pair(work / "sources")
-        build_vlm(str(vit), str(llm), model, log=lambda *a: None)
-        from transformers import AutoTokenizer
-
-        build_tiny_processor(AutoTokenizer.from_pretrained(model), **PIXELS).save_pretrained(model)
+        build_vlm(str(vit), str(llm), model, pixels=PIXELS, log=lambda *a: None)
     data = work / "data"
     if not (data / "manifest.json").exists():
         rng = random.Random(0)
@@ -154,11 +151,10 @@ def main() -> None:
     model, data = build_inputs(work, a.rows, (w, h))
     from stagekit.threads import cores_given
     from train.pretokenize import _lf, tokenize_args
+    from train.recipe import data_keys
 
-    args = tokenize_args({"model_name_or_path": str(model), "template": "qwen2_vl", "cutoff_len": 4096,
-                          "dataset_dir": str(data), "dataset": "bench", "media_dir": str(data),
-                          "image_max_pixels": PIXELS["max_pixels"], "image_min_pixels": PIXELS["min_pixels"]},
-                         work / "lf")
+    args = tokenize_args(data_keys(model_dir=str(model), dataset_dir=str(data), dataset="bench", template="qwen2_vl",
+                                   cutoff_len=4096, packing=False), work / "lf")
     _lf(args)   # JSON -> Arrow once, and every import, before anything is timed
     sharded(args, work / "out-warm", a.parts)   # starts the fork server (imports LLaMA-Factory once per process)
     load0 = os.getloadavg()[0]

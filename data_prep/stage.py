@@ -16,7 +16,8 @@ from data_prep.source import SOURCE_DEFAULTS
 from stagekit import StageRun
 
 KIND = "data_prep"
-VERSION = 3   # 3: visual tokens in the model processor's own units and bounds (Qwen3-VL: 32 px)
+VERSION = 4   # 3: visual tokens in the model processor's own units and bounds (Qwen3-VL: 32 px);
+#               4: counted with one resize from the image's own size (LLaMA-Factory's pre-shrink is off)
 ROLES = ("align_data", "captions", "sft_data")
 RUN_ONLY = ("workers", "expected_rows", "hub", "layout")
 # A recaptioned caption source (recaption/stage.py) reads the recaption stage's output through

@@ -1,13 +1,14 @@
 """The sequence length training will see, per sample, before training: LLaMA-Factory
 truncates an over-long multimodal row silently, cutting image tokens and breaking the sample.
 
-Visual tokens: what LLaMA-Factory's qwen2_vl / qwen3_vl plugin does to an image of size (w, h): its
-own pre-resize into the shared pixel budget [min_pixels, max_pixels] (sides >= 28, aspect ratio
-clamped at 200), then the image processor's smart_resize to multiples of patch_size x merge_size
-within the processor's own size bounds; tokens = (h/unit) * (w/unit). The unit and bounds come from
-the model folder's preprocessor_config.json (`VisualGrid.from_model_dir`): 28 px for Qwen2.5-VL
-(14-px patches, 2x2 merge), 32 px for Qwen3-VL (16-px patches). Without a model folder the
-Qwen2.5-VL grid with the pixel budget as bounds is assumed.
+Visual tokens: what training does to an image of size (w, h): LLaMA-Factory's qwen2_vl / qwen3_vl
+plugin only enlarges sides below 28 px and clamps the aspect ratio at 200 (its own pixel bounds are set
+where they never fire, train/recipe.py LF_IMAGE_PIXELS), then the image processor's smart_resize takes
+the image in one step to multiples of patch_size x merge_size within the processor's size bounds,
+which init_vlm sets to the pixel budget [min_pixels, max_pixels]; tokens = (h/unit) * (w/unit), as
+evaluation counts them. The unit and bounds come from the model folder's processor config
+(`VisualGrid.from_model_dir`): 28 px for Qwen2.5-VL (14-px patches, 2x2 merge), 32 px for Qwen3-VL
+(16-px patches). Without a model folder the Qwen2.5-VL grid with the pixel budget as bounds is assumed.
 
 Text tokens: LLaMA-Factory renders the qwen2_vl (or qwen3_vl_nothink) template message by message; special tokens split
 the text, so the count is the sum of the tokens of each text piece plus a fixed overhead per turn:
@@ -60,14 +61,9 @@ def smart_resize(height: int, width: int, factor: int = FACTOR, min_pixels: int 
     return h_bar, w_bar
 
 
-def lf_preresize(width: int, height: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """LLaMA-Factory 0.9.5 Qwen2VLPlugin._preprocess_image, on sizes only."""
-    if width * height > max_pixels:
-        factor = math.sqrt(max_pixels / (width * height))
-        width, height = int(width * factor), int(height * factor)
-    if width * height < min_pixels:
-        factor = math.sqrt(min_pixels / (width * height))
-        width, height = int(width * factor), int(height * factor)
+def lf_preresize(width: int, height: int) -> tuple[int, int]:
+    """LLaMA-Factory 0.9.5 Qwen2VLPlugin._preprocess_image, on sizes only, with its pixel bounds off
+    (train/recipe.py LF_IMAGE_PIXELS): the pixel budget is the processor's, applied in smart_resize."""
     if min(width, height) < LF_MIN_SIDE:
         width, height = max(width, LF_MIN_SIDE), max(height, LF_MIN_SIDE)
     if width / height > 200:
@@ -126,13 +122,15 @@ def processor_config(model_dir: str | Path) -> tuple[Path, dict]:
 
 @lru_cache(maxsize=65536)
 def visual_tokens(width: int, height: int, min_pixels: int, max_pixels: int, grid: VisualGrid = DEFAULT_GRID) -> int:
-    width, height = lf_preresize(width, height, min_pixels, max_pixels)
+    width, height = lf_preresize(width, height)
     h_bar, w_bar = smart_resize(height, width, grid.unit, *grid.bounds(min_pixels, max_pixels))
     return (h_bar // grid.unit) * (w_bar // grid.unit)
 
 
 def max_visual_tokens(min_pixels: int, max_pixels: int, grid: VisualGrid = DEFAULT_GRID) -> int:
-    """Upper bound for an image whose size is unknown (image checks off): the pixel budget in visual units."""
+    """Upper bound for an image whose size is unknown (image checks off): the processor's bounds (the pixel
+    budget) in visual units."""
+    min_pixels, max_pixels = grid.bounds(min_pixels, max_pixels)
     unit2 = grid.unit * grid.unit
     return max(max_pixels // unit2, math.ceil(min_pixels / unit2))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 from init_vlm.config_merge import merge_config, read_configs
@@ -28,8 +29,12 @@ from init_vlm.weights import (attach_projector, check_vocab_rows, expected_tenso
 
 def build_vlm(vit_source: str, llm_source: str, out_dir: Path, *, projector_init: str = "torch_default",
               seed: int = 0, dtype: str | None = None, vit_revision: str | None = None,
-              llm_revision: str | None = None, verify: bool = True, log=print) -> dict:
-    """Build the fresh VLM into `out_dir` (must not exist, or be empty); returns the manifest."""
+              llm_revision: str | None = None, pixels: Mapping | None = None, verify: bool = True,
+              log=print) -> dict:
+    """Build the fresh VLM into `out_dir` (must not exist, or be empty); returns the manifest.
+
+    pixels: {min_pixels, max_pixels}, the run's pixel budget, written into the image processor as its
+    resize bounds (None keeps the ViT source's own)."""
     out_dir = Path(out_dir)
     prepare_out_dir(out_dir, log)
     if projector_init not in PROJECTOR_INITS:
@@ -42,7 +47,7 @@ def build_vlm(vit_source: str, llm_source: str, out_dir: Path, *, projector_init
     log(f"family: {family.name} ({family.vit_model_type} ViT + {family.llm_model_type} LLM)")
     tok = prepare_tokenizer(llm, family.chat_template)
     # Loaded now, not when writing: a ViT source without a usable processor fails before a 72B pass.
-    processor = build_processor(vit, tok.tokenizer, family)
+    processor = build_processor(vit, tok.tokenizer, family, pixels)
     if tok.original_len > llm_cfg.vocab_size:
         raise llm.fail(f"tokenizer has {tok.original_len} tokens but the embeddings only "
                        f"{llm_cfg.vocab_size} rows (vocab_size); tokenizer and weights do not belong together")

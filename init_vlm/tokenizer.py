@@ -5,6 +5,7 @@ that id, so the vision tokens must exist, be atomic (special), and match the con
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from init_vlm.qwen_vocab import CONFIG_TOKEN_FIELDS, QWEN2_VL_CHAT_TEMPLATE, QWEN25_ADDED_TOKENS, VISION_TOKENS
@@ -72,8 +73,9 @@ def _check_atomic(tok, llm: Checkpoint) -> None:
             raise llm.fail(f"tokenizer splits {token} into {ids}; it must be a single added token")
 
 
-def build_processor(vit: Checkpoint, tokenizer, family=None):
-    """Image and video processors from the ViT source (its patch/merge sizes and pixel budget), the LLM's tokenizer."""
+def build_processor(vit: Checkpoint, tokenizer, family=None, pixels: Mapping | None = None):
+    """Image and video processors from the ViT source (its patch/merge sizes), the LLM's tokenizer, and
+    the run's pixel budget as the image processor's resize bounds (None keeps the source's)."""
     import transformers
     from transformers import AutoImageProcessor, AutoVideoProcessor
 
@@ -94,6 +96,19 @@ def build_processor(vit: Checkpoint, tokenizer, family=None):
 
         video = Qwen2VLVideoProcessor(size=dict(image.size), patch_size=image.patch_size,
                                       merge_size=image.merge_size, temporal_patch_size=image.temporal_patch_size)
+    if pixels is not None:
+        set_pixel_budget(image, pixels)
     processor_cls = getattr(transformers, family.processor if family else "Qwen2_5_VLProcessor")
     template = family.chat_template if family else QWEN2_VL_CHAT_TEMPLATE
     return processor_cls(image_processor=image, tokenizer=tokenizer, video_processor=video, chat_template=template)
+
+
+def set_pixel_budget(image_processor, pixels: Mapping) -> None:
+    """The image processor resizes every image into [min_pixels, max_pixels] itself, in one step from
+    the image's own size, rounding to whole visual tokens as evaluation's resize does (qwen_vl_utils'
+    smart_resize from the original size, within the same budget); training leaves all resizing to this
+    processor (train/recipe.py), so both see the same grid. transformers 5 reads the bounds from `size`
+    (shortest_edge/longest_edge are pixel areas) for Qwen2.5-VL's and Qwen3-VL's image processors alike."""
+    from transformers.image_utils import SizeDict
+
+    image_processor.size = SizeDict(shortest_edge=int(pixels["min_pixels"]), longest_edge=int(pixels["max_pixels"]))

@@ -40,6 +40,8 @@ from stagekit.schema import EACH, keys, undeclared_keys
     ("+eval.batchsize=2", "eval.batchsize: unknown key; did you mean batch_size? valid keys: batch_size, device, "),
     ("+backbone.vit=x", "backbone.vit: unknown key; valid keys: dtype, eval_model, label, "),
     ("backbone.projector_init=xavier", "backbone.projector_init='xavier'; choose one of torch_default, normal"),
+    ("pixels.min_pixels=20000", "pixels: min_pixels=20000 and max_pixels=12544; give whole numbers of pixels with "
+                                "0 < min_pixels <= max_pixels"),
     ("cpu_threads=0", "cpu_threads: 0; give a number of threads per process (1 or more), or null for the machine's"),
     ("cpu_threads=true", "cpu_threads: True; give a number of threads per process"),
 ])

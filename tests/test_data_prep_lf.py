@@ -35,10 +35,11 @@ def lf_lengths(model: Path, dataset_dir: Path, datasets: str, cutoff_len: int, t
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_tokenizer
 
+    from train.recipe import LF_IMAGE_PIXELS
+
     args = dict(model_name_or_path=str(model), stage="sft", do_train=True, finetuning_type="full", dataset=datasets,
                 dataset_dir=str(dataset_dir), template="qwen2_vl", cutoff_len=cutoff_len, output_dir=str(tmp / "o"),
-                overwrite_cache=True, image_max_pixels=PIXELS["max_pixels"], image_min_pixels=PIXELS["min_pixels"],
-                report_to="none", bf16=False)
+                overwrite_cache=True, **LF_IMAGE_PIXELS, report_to="none", bf16=False)
     model_args, data_args, training_args, *_ = get_train_args(args)
     tokenizer_module = load_tokenizer(model_args)
     template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
@@ -81,7 +82,8 @@ def test_llamafactory_loads_tokenizes_and_agrees_on_lengths(tiny_model, tmp_path
     assert [m[k]["rows_kept"] for k in m] == [6, 4, 3, 2, 1, n_good] and m["truncated"]["truncated"] == 1
     lengths = lf_lengths(tiny_model, tmp_path / "lf", ",".join(m), 512, tmp_path)
     assert len(lengths) == sum(x["rows_kept"] for x in m.values())
-    # exact: the visual tokens follow LF's resize and the text is counted piece by piece
+    # exact: the visual tokens follow the processor's one resize (LF's own with the bounds training gives
+    # it) and the text is counted piece by piece
     assert sum(lengths) == sum(x["total_text_tokens"] + x["total_visual_tokens"] for x in m.values())
     assert max(lengths) == max(x["max_seq_len"] for x in m.values()) <= 512
     # the per-row length histogram (what padding and packing estimates read) is LF's, row for row

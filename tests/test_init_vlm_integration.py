@@ -14,6 +14,7 @@ import pytest
 
 from embedded.tiny_models import MAX_PIXELS, MIN_PIXELS, build_tiny_pair
 from init_vlm import build_vlm
+from train.recipe import LF_IMAGE_PIXELS
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.slow
@@ -24,7 +25,7 @@ def model_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("vlm")
     vit, llm = build_tiny_pair(root / "src")
     out = root / "vlm"
-    build_vlm(str(vit), str(llm), out, log=lambda *_: None)
+    build_vlm(str(vit), str(llm), out, pixels={"min_pixels": MIN_PIXELS, "max_pixels": MAX_PIXELS}, log=lambda *_: None)
     return out
 
 
@@ -60,7 +61,7 @@ def test_llamafactory_trains_the_built_model(model_dir, image, tmp_path):
     cfg = {"model_name_or_path": str(model_dir), "stage": "sft", "do_train": True, "finetuning_type": "full",
            "freeze_vision_tower": True, "freeze_multi_modal_projector": False, "freeze_language_model": True,
            "dataset": "tiny", "dataset_dir": str(data), "template": "qwen2_vl", "cutoff_len": 256,
-           "image_max_pixels": MAX_PIXELS, "image_min_pixels": MIN_PIXELS, "preprocessing_num_workers": 1,
+           **LF_IMAGE_PIXELS, "preprocessing_num_workers": 1,
            "output_dir": str(out), "overwrite_output_dir": True, "per_device_train_batch_size": 1,
            "gradient_accumulation_steps": 1, "learning_rate": 1e-3, "max_steps": 2, "logging_steps": 1,
            "save_strategy": "no", "bf16": False, "report_to": "none", "seed": 0}

@@ -14,15 +14,15 @@ import os
 
 import pytest
 
-from tests.test_train_packing import CUTOFF, PIXELS, world  # noqa: F401  (the embedded world fixture)
+from tests.test_train_packing import CUTOFF, world  # noqa: F401  (the embedded world fixture)
+from train.recipe import LF_IMAGE_PIXELS
 
 BATCH = 16
 
 
 def lf_yaml(model, data, packing: bool) -> dict:
     y = {"model_name_or_path": str(model), "template": "qwen2_vl", "cutoff_len": CUTOFF, "dataset_dir": str(data),
-         "dataset": "synthetic_dense", "media_dir": str(data), "image_max_pixels": PIXELS["max_pixels"],
-         "image_min_pixels": PIXELS["min_pixels"], "preprocessing_batch_size": BATCH,
+         "dataset": "synthetic_dense", "media_dir": str(data), **LF_IMAGE_PIXELS, "preprocessing_batch_size": BATCH,
          "preprocessing_num_workers": 4, "learning_rate": 1e-3, "bf16": True, "deepspeed": "/nowhere.json"}
     return {**y, "packing": True, "neat_packing": True} if packing else y
 

@@ -6,14 +6,13 @@ Evaluation side: lmms-eval 0.7.3's own model class (qwen2_5_vl / qwen3_vl), buil
 string and model the harness passes (evaluation.command.build_command), answering one request through generate_until;
 the processor call it makes is recorded (the text it tokenizes and the image tokens it expands).
 
-The models are tiny (embedded/tiny_models.py) but carry the published image processor settings of
-Qwen2.5-VL-3B-Instruct and Qwen3-VL-4B-Instruct and the chat template init_vlm writes; the pixel budget
-and system prompt come from the full-size backbone configs (configs/hydra/backbone/*.yaml).
-~40 s (two tiny model loads, eight images per family), hence slow."""
+The models are tiny (embedded/tiny_models.py) and built by init_vlm (build_vlm) from a ViT source that
+carries the published image processor settings of Qwen2.5-VL-3B-Instruct or Qwen3-VL-4B-Instruct, with
+the pixel budget of the full-size backbone config (configs/hydra/backbone/*.yaml), which init_vlm writes
+into the built image processor; the system prompt comes from the same config.
+~45 s (two tiny model builds and loads, eight images per family), hence slow."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 
@@ -36,52 +35,53 @@ SIZES = [(100, 100), (224, 224), (500, 375), (2000, 1500)]
 #   100x100 -> Qwen2.5: round(100/28)=4 -> 4x4 = 16; Qwen3: 96x96 < 65536 px, lifted to 256x256 = 8x8 = 64
 #   224x224 -> 8x8 = 64; Qwen3: 224x224 < 65536, lifted to 256x256 = 64
 #   500x375 -> Qwen2.5: 504x378 = 18x13.5 -> round: 18 x 13 = 234; Qwen3: 512x384 = 16x12 = 192
+#   2000x1500 -> over the budget, shrunk once from its own size by sqrt(3000000 / max_pixels) and floored:
+#       Qwen2.5: / 1.7290 = 1156.7 x 867.6 px = 41.31 x 30.98 units of 28 -> 41 x 30 = 1230
+#       Qwen3:   / 1.5129 = 1322.0 x 991.5 px = 41.31 x 30.98 units of 32 -> 41 x 30 = 1230
+#     (both budgets are 1280 of their units). Shrinking first into the budget with int() sides
+#     (1156 x 867) and rounding that again would give 41 x 31 = 1271.
 EXPECTED = {
-    "qwen2.5-3b": {(100, 100): 16, (224, 224): 64, (500, 375): 234},
-    "qwen3vl-4b": {(100, 100): 64, (224, 224): 64, (500, 375): 192},
+    "qwen2.5-3b": {(100, 100): 16, (224, 224): 64, (500, 375): 234, (2000, 1500): 1230},
+    "qwen3vl-4b": {(100, 100): 64, (224, 224): 64, (500, 375): 192, (2000, 1500): 1230},
 }
-# (training, evaluation) visual tokens of an image over max_pixels: the same in both families, whose
-# budgets are both 1280 of their units (2000x1500 -> 1156x867 in LLaMA-Factory, then 31 x 41 units).
-OVER_BUDGET = {(2000, 1500): (1271, 1230)}
 BACKBONES = {"qwen2.5-3b": "qwen2_5_vl", "qwen3vl-4b": "qwen3_vl"}
 QUESTION = "What colour is the square?"
 
 
-def _model_dir(root, family: str):
-    """A tiny model of the family with the published image processor and init_vlm's chat template."""
-    from transformers import AutoProcessor, AutoTokenizer, Qwen2VLImageProcessor
+def _model_dir(root, family: str, cfg: dict):
+    """A tiny model of the family built by the init_vlm stage from the backbone config's stage settings
+    (the pixel budget, written into the image processor, among them), its sources swapped for tiny ones:
+    a ViT source with the published image processor settings and an LLM source."""
+    from transformers import AutoProcessor, Qwen2VLImageProcessor
 
-    from embedded.tiny_models import build_tiny_qwen3vl_vit_source, build_tiny_vit_source, tiny_corpus
-    from embedded.tokenizer import train_tokenizer
-    from init_vlm.families import QWEN3_VL_CHAT_TEMPLATE
-    from init_vlm.qwen_vocab import QWEN2_VL_CHAT_TEMPLATE
+    from embedded.tiny_models import build_tiny_pair
+    from init_vlm.stage import run, stages
+    from stagekit import StageRun
 
-    tok = train_tokenizer(tiny_corpus(), root / "tokenizer", vocab_size=512)
-    build = build_tiny_qwen3vl_vit_source if family == "qwen3_vl" else build_tiny_vit_source
-    folder = build(root / family, tok)
-    chat = QWEN3_VL_CHAT_TEMPLATE if family == "qwen3_vl" else QWEN2_VL_CHAT_TEMPLATE
-    processor = AutoProcessor.from_pretrained(folder)
+    vit, llm = build_tiny_pair(root / "sources", family=family)
+    source = AutoProcessor.from_pretrained(vit)
     published = dict(PUBLISHED[family])
     if "size" not in published:
         published["size"] = {"shortest_edge": published.pop("min_pixels"), "longest_edge": published.pop("max_pixels")}
-    processor.image_processor = Qwen2VLImageProcessor(**published)
-    processor.chat_template = chat
-    processor.save_pretrained(folder)
-    tokenizer = AutoTokenizer.from_pretrained(folder)
-    tokenizer.chat_template = chat
-    tokenizer.save_pretrained(folder)
-    (folder / "preprocessor_config.json").write_text(json.dumps({**processor.image_processor.to_dict(),
-                                                                  "processor_class": type(processor).__name__}))
-    return folder
+    source.image_processor = Qwen2VLImageProcessor(**published)
+    source.save_pretrained(vit)
+    (stage,) = stages(cfg, [])
+    config = {**stage["config"], "vit_source": str(vit), "llm_source": str(llm), "dtype": None}
+    run(StageRun(name="init_vlm", out_dir=root, inputs={}, config=config, log=lambda *_: None))
+    return root / "model"
+
+
+def backbone_cfg(name: str) -> dict:
+    return to_plain(compose_config(["experiment=caprl2m", f"backbone={name}"]))
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    return {name: _model_dir(tmp_path_factory.mktemp(name), fam) for name, fam in BACKBONES.items()}
+    return {name: _model_dir(tmp_path_factory.mktemp(name), fam, backbone_cfg(name)) for name, fam in BACKBONES.items()}
 
 
 def backbone_view(name: str) -> dict:
-    cfg = to_plain(compose_config(["experiment=caprl2m", f"backbone={name}"]))
+    cfg = backbone_cfg(name)
     return {"template": cfg["backbone"]["template"], "eval_model": cfg["backbone"]["eval_model"],
             "pixels": cfg["pixels"], "system_prompt": cfg["backbone"]["system_prompt"], "benchmarks": cfg["benchmarks"]}
 
@@ -96,8 +96,8 @@ def train_side(folder, view: dict, image) -> tuple[str, int]:
     from train.recipe import data_keys
 
     # the keys the training YAML gets (train/render.py renders these), not the config's values
-    keys = data_keys(model_dir=str(folder), dataset_dir=str(folder), dataset="parity", pixels=view["pixels"],
-                     template=view["template"], cutoff_len=8192, packing=False)
+    keys = data_keys(model_dir=str(folder), dataset_dir=str(folder), dataset="parity", template=view["template"],
+                     cutoff_len=8192, packing=False)
     margs = ModelArguments(model_name_or_path=keys["model_name_or_path"], image_max_pixels=keys["image_max_pixels"],
                            image_min_pixels=keys["image_min_pixels"])
     loaded = load_tokenizer(margs)
@@ -166,13 +166,6 @@ def test_training_and_evaluation_see_the_same_prompt_and_visual_tokens(models, b
         image = Image.new("RGB", size, "gray")
         trained, n_train = train_side(models[backbone], view, image)
         evaluated, n_eval = eval_side(model, image)
-        if size in OVER_BUDGET:
-            # Known difference above max_pixels: LLaMA-Factory shrinks into the budget (int()) and the
-            # processor then rounds to whole units (41 x 31 = 1271, 996464 px); qwen_vl_utils in
-            # lmms-eval floors instead (41 x 30 = 1230). Pinned so a change on either side shows.
-            assert (n_train, n_eval) == OVER_BUDGET[size], size
-            assert evaluated.replace("<|image_pad|>", "") == trained.replace("<|image_pad|>", "")
-            continue
         assert n_eval == n_train, f"{backbone} {size}: {n_train} visual tokens in training, {n_eval} at evaluation"
         assert evaluated == trained, f"{backbone} {size}: prompts differ"
         assert n_train == EXPECTED[backbone][size], size

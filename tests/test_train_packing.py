@@ -28,9 +28,6 @@ pytestmark = pytest.mark.slow   # builds a small world through the harness, then
 TOLERANCE = 1e-5          # per-sample mean loss, fp32
 LEAK_MIN_EFFECT = 1e-3    # what a real error does to the same losses (measured ~1e-2)
 CUTOFF = 512              # 2-4 caption samples per packed row
-PIXELS = {"min_pixels": 3136, "max_pixels": 12544}   # the tiny processor's bounds (embedded/tiny_models.py)
-
-
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +54,7 @@ def lf(world, tmp_path_factory):
 
     model, data = world
     work = tmp_path_factory.mktemp("packing")
-    return {mode: lf_modules(model, data, "synthetic_dense", packing=mode, cutoff_len=CUTOFF, pixels=PIXELS,
+    return {mode: lf_modules(model, data, "synthetic_dense", packing=mode, cutoff_len=CUTOFF,
                              work_dir=work / str(mode))
             for mode in (None, "neat")}
 

@@ -21,6 +21,7 @@ from recaption.serve import free_port
 from tests.test_init_vlm import weights
 from tests.test_init_vlm_integration import BIN, TASK_UTILS, TASK_YAML, image, run  # noqa: F401 (fixture)
 from train.launch import train_command
+from train.recipe import LF_IMAGE_PIXELS
 from train.trainable import expected_trainable, moves_projector_parts, param_groups
 
 # Tiny Qwen3-VL (vision hidden 32, 2x2 merge -> 128, LLM hidden 64, two DeepStack mergers):
@@ -35,7 +36,8 @@ PROJECTOR_SPEC = {"trainable": "projector", "freeze_vision_tower": True, "freeze
 def model_dir(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("q3vlm")
     vit, llm = build_tiny_pair(root / "src", family="qwen3_vl")
-    build_vlm(str(vit), str(llm), root / "vlm", log=lambda *_: None)
+    budget = {"min_pixels": QWEN3VL_MIN_PIXELS, "max_pixels": QWEN3VL_MAX_PIXELS}
+    build_vlm(str(vit), str(llm), root / "vlm", pixels=budget, log=lambda *_: None)
     return root / "vlm"
 
 
@@ -96,10 +98,9 @@ def test_alignment_changes_exactly_the_merger_and_deepstack_merger_tensors(model
     cfg = {"model_name_or_path": str(model_dir), "stage": "sft", "do_train": True, "finetuning_type": "full",
            **{k: v for k, v in PROJECTOR_SPEC.items() if k != "trainable"},
            "dataset": "tiny", "dataset_dir": str(_dataset(tmp_path, image)), "template": "qwen3_vl_nothink",
-           "cutoff_len": 256, "image_max_pixels": QWEN3VL_MAX_PIXELS, "image_min_pixels": QWEN3VL_MIN_PIXELS,
-           "preprocessing_num_workers": 1, "output_dir": str(out), "overwrite_output_dir": True,
-           "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1, "learning_rate": 1e-2,
-           "max_steps": 2, "logging_steps": 1, "save_strategy": "no", "bf16": False, "report_to": "none", "seed": 0}
+           "cutoff_len": 256, **LF_IMAGE_PIXELS, "preprocessing_num_workers": 1, "output_dir": str(out),
+           "overwrite_output_dir": True, "per_device_train_batch_size": 1, "gradient_accumulation_steps": 1,
+           "learning_rate": 1e-2, "max_steps": 2, "logging_steps": 1, "save_strategy": "no", "bf16": False, "report_to": "none", "seed": 0}
     (tmp_path / "cfg.yaml").write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in cfg.items()) + "\n")
     argv = train_command(tmp_path / "cfg.yaml", projector_parts=True)
     env = {"FORCE_TORCHRUN": "1", "NNODES": "1", "NODE_RANK": "0", "NPROC_PER_NODE": "1",

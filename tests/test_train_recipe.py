@@ -30,6 +30,8 @@ def test_tokenize_keys_equal_the_training_yamls_for_the_same_config(results_dir)
             ["model_name_or_path", "trust_remote_code", "image_max_pixels", "image_min_pixels", "dataset_dir",
              "dataset", "media_dir", "template", "cutoff_len", "mask_history"]
             + (["packing", "neat_packing"] if name == "sft" else []))
-        assert (tok["image_min_pixels"], tok["image_max_pixels"]) == (6272, 200704)
+        # LLaMA-Factory's own pixel bounds never fire; the budget is in the image processor init_vlm builds
+        assert (tok["image_min_pixels"], tok["image_max_pixels"]) == (0, 2**62)
+        assert stages["init_vlm"].config["pixels"] == {"min_pixels": 6272, "max_pixels": 200704}
         assert tok["model_name_or_path"] == "/runs/x/init_vlm/model"
         assert tok["mask_history"] is True

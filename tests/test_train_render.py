@@ -47,7 +47,11 @@ def test_caprl2m_on_4_nodes_x_8_gpus_carries_the_paper_recipe(stage, results_dir
     assert y["finetuning_type"] == "full" and y["template"] == "qwen2_vl"
     assert y["use_reentrant_gc"] is False and y["disable_gradient_checkpointing"] is False
     assert y["deepspeed"] == "/o/deepspeed_zero2.json" and y["bf16"] is True
-    assert y["image_max_pixels"] == cfg["pixels"]["max_pixels"]
+    # the pixel budget (1280 visual tokens of 28 px) goes to the model's image processor, built by init_vlm;
+    # LLaMA-Factory's own bounds are where its pre-resize never fires
+    assert (y["image_min_pixels"], y["image_max_pixels"]) == (0, 2**62)
+    init = next(s for s in build_chain(cfg) if s.kind == "init_vlm")
+    assert init.config["pixels"] == {"min_pixels": 3136, "max_pixels": 1003520}
 
 
 def test_every_stage_resumes_from_its_checkpoints_not_overwrites_them(results_dir):

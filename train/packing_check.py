@@ -27,9 +27,10 @@ IGNORE_INDEX = -100
 
 
 def lf_modules(model_dir: Path, dataset_dir: Path, dataset: str, *, packing: str | None, cutoff_len: int,
-               pixels: dict, work_dir: Path) -> dict:
+               work_dir: Path) -> dict:
     """Tokenizer, template, preprocessed dataset, model and collator exactly as LLaMA-Factory's
-    run_sft builds them (llamafactory/train/sft/workflow.py), without the trainer."""
+    run_sft builds them (llamafactory/train/sft/workflow.py), without the trainer; images resized by
+    the model's processor alone, as in training (train/recipe.py LF_IMAGE_PIXELS)."""
     from llamafactory.data import (
         SFTDataCollatorWith4DAttentionMask,
         get_dataset,
@@ -39,11 +40,12 @@ def lf_modules(model_dir: Path, dataset_dir: Path, dataset: str, *, packing: str
     from llamafactory.hparams import get_train_args
     from llamafactory.model import load_model, load_tokenizer
 
+    from train.recipe import LF_IMAGE_PIXELS
+
     args = {"model_name_or_path": str(model_dir), "stage": "sft", "do_train": True, "finetuning_type": "full",
             "dataset": dataset, "dataset_dir": str(dataset_dir), "template": "qwen2_vl", "cutoff_len": cutoff_len,
             "output_dir": str(work_dir / "out"), "overwrite_cache": True, "report_to": "none", "bf16": False,
-            "image_max_pixels": pixels["max_pixels"], "image_min_pixels": pixels["min_pixels"],
-            "packing": packing is not None, "neat_packing": packing == "neat", "seed": 0}
+            **LF_IMAGE_PIXELS, "packing": packing is not None, "neat_packing": packing == "neat", "seed": 0}
     model_args, data_args, training_args, finetuning_args, _ = get_train_args(args)
     tokenizer_module = load_tokenizer(model_args)
     tokenizer = tokenizer_module["tokenizer"]

@@ -23,13 +23,22 @@ def packs(config: Mapping[str, Any]) -> bool:
     return bool(spec.get("packing", common.get("packing", False)))
 
 
-def data_keys(*, model_dir: str, dataset_dir: str, dataset: str, pixels: Mapping, template: str,
-              cutoff_len: int, packing: bool) -> dict:
+# LLaMA-Factory's image plugin first shrinks (or grows) an image into image_max_pixels (image_min_pixels),
+# with int() sides, and only then does the model's processor round that to whole visual tokens. Two
+# roundings land on other sizes than one: evaluation (lmms-eval through qwen_vl_utils) and data_prep's
+# token counts resize once, from the image's own size (2000x1500 in a 1280-token budget: 41 x 31 = 1271
+# visual tokens after two roundings, 41 x 30 = 1230 after one). So the pixel budget lives in the model's
+# image processor (init_vlm writes it there) and LLaMA-Factory's own bounds are set where its resize never
+# fires: no decodable image reaches 2**62 pixels, and none has fewer than 0.
+LF_IMAGE_PIXELS = {"image_max_pixels": 2**62, "image_min_pixels": 0}
+
+
+def data_keys(*, model_dir: str, dataset_dir: str, dataset: str, template: str, cutoff_len: int,
+              packing: bool) -> dict:
     """The LLaMA-Factory keys that decide a stage's tokenized data (train.common.extra goes on top
-    of them, for training and tokenizing alike)."""
-    keys = {"model_name_or_path": model_dir, "trust_remote_code": False,
-            # the pixel budget of data_prep and evaluation
-            "image_max_pixels": pixels["max_pixels"], "image_min_pixels": pixels["min_pixels"],
+    of them, for training and tokenizing alike). The pixel budget is not among them: the model's image
+    processor holds it (LF_IMAGE_PIXELS)."""
+    keys = {"model_name_or_path": model_dir, "trust_remote_code": False, **LF_IMAGE_PIXELS,
             "dataset_dir": dataset_dir, "dataset": dataset,
             "media_dir": dataset_dir,   # image paths are absolute; set anyway, so a relative one resolves here
             "template": template, "cutoff_len": cutoff_len}

@@ -27,7 +27,7 @@ def render_lf_config(*, config: Mapping[str, Any], model_dir: Path, dataset_dir:
     common, spec = config["common"], config["stage"]
     world = world_size(config["world_size"])
     yaml: dict[str, Any] = {
-        **data_keys(model_dir=str(model_dir), dataset_dir=str(dataset_dir), dataset=dataset, pixels=config["pixels"],
+        **data_keys(model_dir=str(model_dir), dataset_dir=str(dataset_dir), dataset=dataset,
                     template=common["template"], cutoff_len=common["cutoff_len"], packing=packs(config)),
         # method: full fine-tuning, the three freeze flags always explicit (LLaMA-Factory's defaults
         # for them differ between versions, and a silently frozen part wastes a run)

@@ -83,7 +83,7 @@ def lf_yaml(job: StageRun) -> dict:
 
     c, data = job.config, job.inputs["data"]
     return {**data_keys(model_dir=str(job.inputs["model"] / "model"), dataset_dir=str(data),
-                        dataset=job.settings["dataset"], pixels=c["pixels"], template=c["template"],
+                        dataset=job.settings["dataset"], template=c["template"],
                         cutoff_len=c["cutoff_len"], packing=c["packing"]), **c["extra"]}
 
 
