@@ -42,6 +42,9 @@ from stagekit.schema import EACH, keys, undeclared_keys
     ("backbone.projector_init=xavier", "backbone.projector_init='xavier'; choose one of torch_default, normal"),
     ("pixels.min_pixels=20000", "pixels: min_pixels=20000 and max_pixels=12544; give whole numbers of pixels with "
                                 "0 < min_pixels <= max_pixels"),
+    ("+train.common.extra.image_max_pixels=1003520", "train.common.extra.image_max_pixels: set by the harness "
+                                                     "(LLaMA-Factory's own resize is kept off so that training and "
+                                                     "evaluation resize images alike); set the backbone's pixels."),
     ("cpu_threads=0", "cpu_threads: 0; give a number of threads per process (1 or more), or null for the machine's"),
     ("cpu_threads=true", "cpu_threads: True; give a number of threads per process"),
 ])

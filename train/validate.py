@@ -9,7 +9,7 @@ from typing import Mapping
 from data_prep.stage import ROLES
 from train.batch import batch_problem
 from train.launch import world_size
-from train.recipe import STAGES, packs, runs_stage
+from train.recipe import LF_IMAGE_PIXELS, STAGES, packs, runs_stage
 from train.trainable import flag_problem
 
 
@@ -18,6 +18,7 @@ def check_recipe(cfg: Mapping) -> list[str]:
     [] when the recipe can run."""
     problems = []
     common, world = cfg["train"]["common"], world_size(cfg["launcher"])
+    problems += extra_problems(common.get("extra") or {})
     for name in STAGES:
         if not runs_stage(cfg, name):
             continue   # vanilla: the stage does not run
@@ -27,6 +28,16 @@ def check_recipe(cfg: Mapping) -> list[str]:
         batch = batch_problem(int(spec["global_batch_size"]), int(common["per_device_train_batch_size"]), world, name)
         problems += [p for p in (flag_problem(spec, name), batch, packing_problem(spec, common, name)) if p]
     return problems
+
+
+def extra_problems(extra: Mapping) -> list[str]:
+    """train.common.extra passes LLaMA-Factory keys through verbatim, except those the harness sets
+    for a reason a user's value would undo: LLaMA-Factory's own pixel bounds would resize images a
+    second time before the processor, so training would see other visual tokens than evaluation
+    and data_prep's counts (train/recipe.py LF_IMAGE_PIXELS); the budget is the backbone's."""
+    return [f"train.common.extra.{k}: set by the harness (LLaMA-Factory's own resize is kept off so that training "
+            "and evaluation resize images alike); set the backbone's pixels.min_pixels / pixels.max_pixels instead"
+            for k in sorted(set(extra) & set(LF_IMAGE_PIXELS))]
 
 
 def packing_problem(spec: Mapping, common: Mapping, stage: str) -> str | None:
