@@ -77,4 +77,4 @@ def test_the_embedded_fingerprints_are_pinned(results_dir):
     VERSION bump, a new deciding key), and say so in the change."""
     fps = fingerprints()
     assert {k: v[:16] for k, v in fps.items() if k in ("world", "init_vlm", "train.alignment")} == {
-        "world": "7cc6954bff5ca01a", "init_vlm": "3e2bf8e7fb1a1d22", "train.alignment": "5c2ff56affb131e8"}
+        "world": "aaf1f90d68dc5bc0", "init_vlm": "3fab420b32fe8b8f", "train.alignment": "08ab5711d7e58280"}
