@@ -7,11 +7,13 @@ checked against the scene that produced it. Images are 84 x 84 px: one merged vi
 pipeline on CPU.
 
 One shape, and questions only about what the whole image holds (background, the shape's colour,
-kind and size), because that is what a 2-layer, 64-wide LLM can learn to read here: an answer
-held by every visual token (the pretrained ViT puts the scene's content into each). Questions
-that need one token among nine were answered with a constant by every model: which shape is
-red among several (finding a token by its content), and where a shape is (the LLM's rotary
-positions barely tell neighbouring cells apart).
+kind and size): answers every visual token can carry (the pretrained ViT puts the scene's content
+into each), the only kind a 2-layer, 64-wide LLM has learned to read here. Questions that need one
+token among nine were answered with a constant by every model: which shape is red among several
+(finding a token by its content), and where a shape is (the LLM's rotary positions barely tell
+neighbouring cells apart). Measured (README, "The embedded ablation shows the paper's effect"):
+after dense captions the model reads the background; the shape's colour, kind and size still get
+a constant answer from every model.
 
 The world is built so that what the caption source under test says is what decides the
 benchmark (the paper's effect, with statistical force):
