@@ -2,9 +2,9 @@
 `internlm/CapRL-Evaluation-Files` (rows of image / prompt / answer, images relative to the
 world's root), one file per metric, so the decoupled caption -> answer -> score path runs offline.
 
-    prism/lmm_eval_synth_shapes.json    colour and shape questions (exact match)
+    prism/lmm_eval_synth_shapes.json    the benchmark's questions (exact match)
     prism/lmm_eval_synth_choice.json    the same as lettered options (option match)
-    prism/lmm_eval_synth_counts.json    "how many shapes" (relaxed accuracy, numeric)
+    prism/lmm_eval_synth_counts.json    the shape's corners, a number (relaxed accuracy, numeric)
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from pathlib import Path
 
 BOXED = " Put the final answer in \\boxed{}."
 LETTERS = "ABCDEFGHIJ"
+# A numeric question for the relaxed metric, asked of the benchmark's shape questions: the scene
+# has one shape, so "how many shapes" would always be 1.
+CORNERS = {"circle": "0", "square": "4", "triangle": "3"}
 
 
 def chat_prompt(question: str) -> str:
@@ -29,9 +32,9 @@ def build_prism_set(world_dir: Path, vqa_file: Path, n_images: int = 8) -> dict[
     for r in rows:
         image = str(Path(r["image"]).relative_to(world_dir))
         question = r["question"].split("? ")[0] + "?"
-        if r["question"].startswith("How many"):
-            counts.append({"id": r["id"], "image": image, "prompt": chat_prompt(question + BOXED), "answer": r["answer"]})
-            continue
+        if r["question"].startswith("What shape"):
+            counts.append({"id": f"{r['id']}_corners", "image": image, "answer": CORNERS[r["answer"]],
+                           "prompt": chat_prompt("How many corners does the shape have?" + BOXED)})
         shapes.append({"id": r["id"], "image": image, "prompt": chat_prompt(question + BOXED), "answer": r["answer"]})
         options = "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(r["choices"]))
         letter = LETTERS[r["choices"].index(r["answer"])]

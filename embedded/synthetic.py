@@ -1,16 +1,24 @@
 """The embedded world's data: procedurally drawn scenes with caption sources in the public formats.
 
-Each scene is 1-3 coloured shapes (circle / square / triangle) of two sizes on a plain
-background, one per column of a 3x3 grid, so every caption and every benchmark answer can be
+Each scene is one coloured shape (circle / square / triangle) of two sizes on a plain
+background, in one cell of a 3x3 grid, so every caption and every benchmark answer can be
 checked against the scene that produced it. Images are 84 x 84 px: one merged visual token
 (28 px, 14-px patches with the 2x2 merge) per grid cell, 9 tokens an image, which keeps the whole
-pipeline on CPU and lets a tiny model tell where a shape is.
+pipeline on CPU.
+
+One shape, and questions only about what the whole image holds (background, the shape's colour,
+kind and size): answers every visual token can carry (the pretrained ViT puts the scene's content
+into each), the only kind a 2-layer, 64-wide LLM has learned to read here. Questions that need one
+token among nine were answered with a constant by every model: which shape is red among several
+(finding a token by its content), and where a shape is (the LLM's rotary positions barely tell
+neighbouring cells apart). Measured (README, "The embedded ablation shows the paper's effect"):
+after dense captions the model reads the background; the shape's colour, kind and size still get
+a constant answer from every model.
 
 The world is built so that what the caption source under test says is what decides the
 benchmark (the paper's effect, with statistical force):
-- the dense captions (CapRL-style) state every attribute the benchmark asks about: the count,
-  the background, and each shape's colour, size, column and row, also in the question's own
-  direction ("the circle is red");
+- the dense captions (CapRL-style) state every attribute the benchmark asks about (the
+  background, the shape's colour, kind and size) and more (its place, the count);
 - the sparse captions (ShareGPT4V-web style) name at most one shape, never a colour or place;
 - the SFT rows teach the question forms on only `n_sft` of the training images, so a model that
   skipped further pretraining (vanilla) has seen few images bound to those words;
@@ -126,9 +134,9 @@ def build_synthetic_data(out_dir: Path, *, n_train: int = 48, n_bench: int = 16,
 
 def _draw_scene(rng: random.Random, render: bool = True) -> dict:
     width = height = SIDE
-    n = rng.randint(1, 3)
-    shapes = rng.sample(SHAPES, n)            # distinct shapes: "the circle" is unambiguous
-    colours = rng.sample(sorted(COLOURS), n)  # distinct colours: "the red object" too
+    n = 1   # one shape a scene: the module's docstring says why
+    shapes = rng.sample(SHAPES, n)
+    colours = rng.sample(sorted(COLOURS), n)
     columns = sorted(rng.sample(range(3), n))
     objects = [{"shape": sh, "colour": c, "column": COLUMNS[col], "row": rng.choice(ROWS),
                 "size": rng.choice(SIZES)}
@@ -232,21 +240,15 @@ def _conversation(row_id: str, image: str, human: str, gpt: str) -> dict:
 # ---------------------------------------------------------------- questions
 
 def questions(scene: dict) -> list[tuple[str, str, tuple[str, ...]]]:
-    """(question, answer, choices) triples that the scene answers; the benchmark and SFT share them."""
-    objs = scene["objects"]
-    out = [
-        ("How many shapes are in the image? Answer with one number.", str(len(objs)), ("1", "2", "3")),
+    """(question, answer, choices) triples that the scene answers; the benchmark and SFT share them.
+    No count (always one) and no place (column, row): the module's docstring says why."""
+    (o,) = scene["objects"]
+    return [
         (f"What colour is the background? {ONE_WORD}", scene["background"], tuple(sorted(BACKGROUNDS))),
+        (f"What colour is the shape? {ONE_WORD}", o["colour"], tuple(sorted(COLOURS))),
+        (f"What shape is it? {ONE_WORD}", o["shape"], SHAPES),
+        (f"Is the shape small or large? {ONE_WORD}", o["size"], SIZES),
     ]
-    for o in objs:
-        out.append((f"What colour is the {o['shape']}? {ONE_WORD}", o["colour"], tuple(sorted(COLOURS))))
-        out.append((f"What shape is the {o['colour']} object? {ONE_WORD}", o["shape"], SHAPES))
-        out.append((f"Is the {o['colour']} {o['shape']} on the left, in the center, or on the right? {ONE_WORD}",
-                    o["column"], COLUMNS))
-        out.append((f"Is the {o['colour']} {o['shape']} near the top, the middle or the bottom? {ONE_WORD}",
-                    o["row"], ROWS))
-        out.append((f"Is the {o['colour']} {o['shape']} small or large? {ONE_WORD}", o["size"], SIZES))
-    return out
 
 
 def _bench_questions(scene: dict, k: int, rng: random.Random) -> list[tuple[str, str, tuple[str, ...]]]:

@@ -14,16 +14,24 @@ from init_vlm.qwen_vocab import QWEN2_VL_CHAT_TEMPLATE, QWEN25_ADDED_TOKENS
 _SPLIT_REGEX = (r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
                 r"""|\s*[\r\n]+|\s+(?!\S)|\s+""")
 
+# The same without the leading space a word takes along ("Ġred" and "red" become "Ġ" "red"): a word
+# is one token wherever it stands. A real LLM learns from billions of words that " red" inside a
+# sentence and "red" at the start of a reply are one word; the embedded world's tiny LLM, shown
+# "red" in captions and asked for it as a one-word answer, would otherwise have two unrelated tokens.
+_WORD_REGEX = _SPLIT_REGEX.replace(r"[^\r\n\p{L}\p{N}]?\p{L}+", r"\p{L}+")
+
 
 def train_tokenizer(texts: Iterable[str], out_dir: Path, vocab_size: int = 1024, *,
-                    added_tokens: tuple[tuple[str, bool], ...] = QWEN25_ADDED_TOKENS) -> Path:
+                    added_tokens: tuple[tuple[str, bool], ...] = QWEN25_ADDED_TOKENS,
+                    words_without_space: bool = False) -> Path:
     """Train byte-level BPE on `texts`, wrap it as a Qwen2 tokenizer with a Qwen2-VL chat template, save it.
 
     `vocab_size` caps the final length including the added tokens (a small corpus stops BPE earlier).
-    `added_tokens` exists so tests can build a plain-Qwen2 tokenizer (no vision tokens)."""
+    `added_tokens` exists so tests can build a plain-Qwen2 tokenizer (no vision tokens);
+    `words_without_space` splits a word's leading space off (_WORD_REGEX), for the embedded world."""
     from transformers import Qwen2TokenizerFast
 
-    backend = _train_backend(list(texts), vocab_size - len(added_tokens))
+    backend = _train_backend(list(texts), vocab_size - len(added_tokens), words_without_space)
     _append_added_tokens(backend, added_tokens)
     tok = Qwen2TokenizerFast(
         tokenizer_object=backend,
@@ -37,13 +45,14 @@ def train_tokenizer(texts: Iterable[str], out_dir: Path, vocab_size: int = 1024,
     return out_dir
 
 
-def _train_backend(texts: list[str], bpe_size: int):
+def _train_backend(texts: list[str], bpe_size: int, words_without_space: bool = False):
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     backend = Tokenizer(models.BPE())
     backend.normalizer = normalizers.NFC()
     backend.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(_SPLIT_REGEX), behavior="isolated", invert=False),
+        pre_tokenizers.Split(Regex(_WORD_REGEX if words_without_space else _SPLIT_REGEX), behavior="isolated",
+                             invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
     ])
     backend.decoder = decoders.ByteLevel()

@@ -10,7 +10,8 @@ features that already tell objects apart; this one learns to, on its own images.
 Its images are scenes of the same kind as the world's, drawn here and never saved (so none is a
 training or benchmark image), and its objective is supervised, like an ImageNet-pretrained ViT:
 each merged token (one 28-px grid cell) predicts the colour, shape and size of the object in its
-cell (or none), and every token the background. The whole checkpoint is saved back; init_vlm
+cell (or none), and, like a real ViT's tokens that carry the scene's gist, the background and the
+scene's object's colour, shape and size. The whole checkpoint is saved back; init_vlm
 keeps its vision tower and replaces the merger, as the paper's recipe does. Plain PyTorch, one
 process, seeded.
 """
@@ -39,13 +40,17 @@ def pretrain_vit_source(model_dir: Path, *, images: int, steps: int, seed: int, 
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
     visual = model.model.visual
     colours, backgrounds = sorted(COLOURS), sorted(BACKGROUNDS)
-    # per token: colour (none + 6), shape (none + 3), size (none + 2), background (3)
-    sizes = (1 + len(colours), 1 + len(SHAPES), 1 + len(SIZES), len(backgrounds))
+    # per token: colour (none + 6), shape (none + 3), size (none + 2) of its cell; the background (3) and
+    # the scene's object's colour (6), shape (3) and size (2)
+    sizes = (1 + len(colours), 1 + len(SHAPES), 1 + len(SIZES), len(backgrounds), len(colours), len(SHAPES), len(SIZES))
     head = torch.nn.Linear(visual.merger.mlp[-1].out_features, sum(sizes))
     params = list(visual.parameters()) + list(head.parameters())
 
     def labels(scene: dict) -> torch.Tensor:
-        cells = [[0, 0, 0, backgrounds.index(scene["background"])] for _ in range(9)]
+        (obj,) = scene["objects"]
+        whole = [backgrounds.index(scene["background"]), colours.index(obj["colour"]), SHAPES.index(obj["shape"]),
+                 SIZES.index(obj["size"])]
+        cells = [[0, 0, 0] + whole for _ in range(9)]
         for o in scene["objects"]:
             cell = ROWS.index(o["row"]) * 3 + COLUMNS.index(o["column"])   # merged tokens are in raster order
             cells[cell][:3] = [1 + colours.index(o["colour"]), 1 + SHAPES.index(o["shape"]), 1 + SIZES.index(o["size"])]

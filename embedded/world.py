@@ -32,7 +32,8 @@ def build_world(out_dir: Path, cfg: Mapping, log=print) -> dict:
     log(f"synthetic data: {cfg['n_train']} training and {cfg['n_bench']} benchmark images")
     build_prism_set(out_dir, Path(data["bench_vqa"]))
     texts = Path(data["texts"]).read_text().splitlines()
-    tok = train_tokenizer(texts, out_dir / "tokenizer", vocab_size=cfg["vocab_size"])
+    # a one-word answer must be the token its captions say (embedded/tokenizer.py _WORD_REGEX)
+    tok = train_tokenizer(texts, out_dir / "tokenizer", vocab_size=cfg["vocab_size"], words_without_space=True)
     log(f"tokenizer trained on {len(texts)} lines (vocab {cfg['vocab_size']})")
     build_tiny_vit_source(out_dir / "vit_source", tok, text_hidden=cfg["vit_text_hidden"], seed=cfg["seed"])
     if cfg.get("vit_pretrain_steps"):

@@ -36,12 +36,14 @@ def test_embedded_run_completes_and_writes_a_table(shared_results):
     assert (rd / "config.yaml").exists() and all((rd / "logs" / f"{s}.log").exists() for s in CHAIN)
     records = [json.loads(x) for x in (stage_dir(rd, "evaluate") / "results.jsonl").read_text().splitlines()]
     assert [r["benchmark"] for r in records] == ["SynthVQA"]
-    # 3 of 64 answers right: the fixed seeds make the tiny model's training and greedy answers
-    # reproducible on CPU, so a change that breaks learning or evaluation moves this number (the
-    # small world's sources are random, so the model reads little of the image: a low score). The
-    # same 3 of 64 under every kernel path measured (native AVX-512, ATEN_CPU_CAPABILITY=avx2 and
-    # =default, 2026-12-04), unlike the full world's scores (tests/test_embedded_effect.py): exact.
-    assert (records[0]["status"], records[0]["value"], records[0]["n"]) == ("ok", 4.6875, 64)
+    # 10 of 64 answers right with native kernels (AVX-512), 11 under ATEN_CPU_CAPABILITY=default and
+    # 10 under =avx2 (2026-12-04): the fixed seeds make the tiny model's training and greedy answers
+    # reproducible on one CPU, so a change that breaks learning or evaluation moves this number (the
+    # small world's sources are random, so the model reads little of the image: a low score); one
+    # answer on a near-tie flips with the kernels' summation order, so the pin is that range plus
+    # one question each side.
+    assert (records[0]["status"], records[0]["n"]) == ("ok", 64)
+    assert 9 / 64 * 100 <= records[0]["value"] <= 12 / 64 * 100, records[0]
     table = (stage_dir(rd, "report") / "table.md").read_text()
     assert "SynthVQA" in table and "Synthetic-Dense" in table
     assert "SynthVQA" in proc.stdout  # the table is printed at the end

@@ -78,4 +78,4 @@ def test_the_embedded_fingerprints_are_pinned(results_dir):
     VERSION bump, a new deciding key), and say so in the change."""
     fps = fingerprints()
     assert {k: v[:16] for k, v in fps.items() if k in ("world", "init_vlm", "train.alignment")} == {
-        "world": "7cc6954bff5ca01a", "init_vlm": "f5ad99c0dab2610e", "train.alignment": "70b6cda8b7821f01"}
+        "world": "aaf1f90d68dc5bc0", "init_vlm": "d52cfb02e8eb2856", "train.alignment": "2d35be78ac8db70a"}

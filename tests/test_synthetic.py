@@ -60,7 +60,8 @@ def test_public_formats_and_images(tmp_path):
     text_only = [r for r in sft if "image" not in r]
     assert {r["image"] for r in with_image} == {r["image"] for r in dense} and text_only
     assert all(len(r["conversations"]) >= 2 for r in with_image)
-    assert sum(len(r["conversations"]) >= 4 for r in with_image) > len(with_image) / 2   # mostly multi-turn
+    # three questions a row: an image's four make a row of three turns and a row of one
+    assert sum(len(r["conversations"]) >= 4 for r in with_image) == len(with_image) / 2
     assert all("<image>" not in t["value"] for r in text_only for t in r["conversations"])
     assert all(sum(t["value"].count("<image>") for t in r["conversations"]) == 1 for r in with_image)
 
@@ -126,3 +127,20 @@ def test_the_language_chats_are_text_only_and_about_no_drawn_image(tmp_path):
         assert [m["role"] for m in messages] == ["user", "assistant"] * (len(messages) // 2)
         assert not any("<image>" in m["content"] for m in messages)
     assert not any(p.name.startswith("lang") for p in Path(p["images"]).rglob("*"))
+
+
+def test_the_worlds_tokenizer_gives_an_answer_word_the_token_its_captions_use(tmp_path):
+    """A one-word answer ("red" after the reply's newline) is the same token as "red" inside a caption,
+    so what further pretraining teaches the tiny LLM to say is what SFT asks for; Qwen's own split
+    (the default) keeps the leading space on the word, as in the real tokenizer."""
+    from transformers import AutoTokenizer
+
+    from embedded.tokenizer import train_tokenizer
+
+    rng = random.Random(0)
+    texts = [dense_caption(_draw_scene(rng, render=False), rng) for _ in range(20)] + ["red", "circle"]
+    world = AutoTokenizer.from_pretrained(train_tokenizer(texts, tmp_path / "world", 400, words_without_space=True))
+    qwen = AutoTokenizer.from_pretrained(train_tokenizer(texts, tmp_path / "qwen", 400))
+    assert world.tokenize("a red circle") == ["a", "Ġ", "red", "Ġ", "circle"]
+    assert world.tokenize("assistant\nred")[-1] == "red"
+    assert qwen.tokenize("a red circle") == ["a", "Ġred", "Ġcircle"]
