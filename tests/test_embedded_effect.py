@@ -22,6 +22,9 @@ answers). The whole effect is dense reading the background (white or black) that
 token carries; sparse answers "circle" to the background, colour and kind questions (a word of the wrong
 kind for two of them) and "small" to the size question.
 
+The effect is not a property of every such world: world.seed=1 gave dense +1.6 over vanilla
+(p = 0.22), and world.vit_pretrain_steps=400 dense = vanilla (README has the numbers).
+
 So the test asserts: each score inside a band of the measured range plus 1.5 points (15
 questions) each side; dense above both by at least 5 points; dense over each significant by the
 exact McNemar test at p < 1e-4 (1e-25 and 2e-66 measured)."""
