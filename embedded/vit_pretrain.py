@@ -51,9 +51,8 @@ def pretrain_vit_source(model_dir: Path, *, images: int, steps: int, seed: int, 
         whole = [backgrounds.index(scene["background"]), colours.index(obj["colour"]), SHAPES.index(obj["shape"]),
                  SIZES.index(obj["size"])]
         cells = [[0, 0, 0] + whole for _ in range(9)]
-        for o in scene["objects"]:
-            cell = ROWS.index(o["row"]) * 3 + COLUMNS.index(o["column"])   # merged tokens are in raster order
-            cells[cell][:3] = [1 + colours.index(o["colour"]), 1 + SHAPES.index(o["shape"]), 1 + SIZES.index(o["size"])]
+        cell = ROWS.index(obj["row"]) * 3 + COLUMNS.index(obj["column"])   # merged tokens are in raster order
+        cells[cell][:3] = [1 + colours.index(obj["colour"]), 1 + SHAPES.index(obj["shape"]), 1 + SIZES.index(obj["size"])]
         return torch.tensor(cells)
 
     def loss_of_step():

@@ -50,7 +50,7 @@ def problems(judge: Mapping | None) -> list[str]:
         out.append(f"judge.base_url={url!r}: the base URL (…/v1), not …/chat/completions")
     if judge.get("api_key_env") is not None and not isinstance(judge["api_key_env"], str):
         out.append("judge.api_key_env: the name of an environment variable, or null")
-    outage = judge.get("outage_s", OUTAGE_S)
+    outage = outage_limit(judge)
     if isinstance(outage, bool) or not isinstance(outage, (int, float)) or not 0 < outage < LMMS_EVAL_JUDGE_RETRY_S:
         out.append(f"judge.outage_s={outage!r}: seconds, more than 0 and less than {LMMS_EVAL_JUDGE_RETRY_S} "
                    "(lmms-eval scores a question 0 after about that long without its judge)")
@@ -106,23 +106,30 @@ def outage_watch(judge: Mapping, environ: Mapping[str, str] | None = None) -> Ca
     question 0 after its retries and goes on, so without this a judge gone for good costs about
     2 minutes per remaining question and ends in a score of zeros; stopping within outage_s, less
     than those 2 minutes, means no question was scored 0 for want of a judge."""
-    limit = float(judge.get("outage_s", OUTAGE_S))
-    down_since: list[float] = []
+    limit = float(outage_limit(judge))
+    down_since: float | None = None   # when the judge first failed to answer, since it last answered
 
     def check() -> str | None:
+        nonlocal down_since
         ok, why = answers(judge, environ, timeout_s=min(10.0, limit))
         if ok:
-            down_since.clear()
+            down_since = None
             return None
-        down_since[:1] = down_since[:1] or [time.monotonic()]
-        return why if time.monotonic() - down_since[0] >= limit else None
+        if down_since is None:
+            down_since = time.monotonic()
+        return why if time.monotonic() - down_since >= limit else None
 
     return check
 
 
 def watch_every_s(judge: Mapping) -> float:
     """How often outage_watch is asked: often enough to notice an outage well within outage_s."""
-    return min(5.0, float(judge.get("outage_s", OUTAGE_S)) / 3)
+    return min(5.0, float(outage_limit(judge)) / 3)
+
+
+def outage_limit(judge: Mapping):
+    """judge.outage_s as configured (problems() checks it), OUTAGE_S when the slice does not set it."""
+    return judge.get("outage_s", OUTAGE_S)
 
 
 def model_list(url: str, headers: Mapping[str, str], timeout_s: float):
