@@ -70,3 +70,17 @@ def captioner_world(tmp_path_factory) -> Path:
     build_world(out, {"n_train": 12, "n_bench": 8, "seed": 0, "vocab_size": 1024, "vit_text_hidden": 48,
                       "llm_hidden": 64, "llm_layers": 2}, log=lambda m: None)
     return out
+
+
+def processes_naming(folder: Path) -> list[str]:
+    """pid and command line of every process whose command line names `folder` (the launcher,
+    torchrun and its workers all carry the stage's llamafactory.yaml)."""
+    out = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = (Path("/proc") / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if str(folder) in cmd:
+            out.append(f"{pid}: {cmd}")
+    return out

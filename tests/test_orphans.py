@@ -29,7 +29,7 @@ import train.stage as stage
 from harness.chain import build_chain
 from harness.config import compose_config, to_plain
 from stagekit import StageLog, StageRun
-from tests.conftest import PYTHON, REPO
+from tests.conftest import PYTHON, REPO, processes_naming
 from tests.test_init_vlm_integration import model_dir  # noqa: F401 (fixture: the tiny VLM built by init_vlm)
 from tests.test_train_golden import RECIPE, STEPS, inputs  # noqa: F401 (fixture: the golden stage's inputs)
 from tests.test_evaluate_table1 import bench_dir, tiny_models  # noqa: F401 (fixtures: local benchmark files, tiny models)
@@ -49,20 +49,6 @@ BOUND_S = 40
 # Killing accelerate's launcher alone (no group kill) left lmms-eval running ~8 s here, until its
 # first write into the dead runner's pipe ended it; this bound tells the two apart.
 ACCELERATE_BOUND_S = 5
-
-
-def processes_naming(folder: Path) -> list[str]:
-    """pid and command line of every process whose command line names `folder` (the launcher,
-    torchrun and its workers all carry the stage's llamafactory.yaml)."""
-    out = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmd = (Path("/proc") / pid / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if str(folder) in cmd:
-            out.append(f"{pid}: {cmd}")
-    return out
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
