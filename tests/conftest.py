@@ -16,6 +16,28 @@ PYTHON = sys.executable
 # only tests/test_embedded_effect.py needs the full world, whose scores are what it checks.
 SMALL_WORLD = ["world=small"]
 
+# The suite runs on two pytest-xdist workers (pyproject.toml addopts): most slow tests wait on a
+# single-threaded subprocess (Python start-up, LLaMA-Factory and lmms-eval imports, SLURM's
+# scheduler) and keep about one core busy, so two at once use the second core. Each module is one
+# unit of work, so its module and session fixtures are built once per worker, not per test. These
+# modules share one resource of the machine and run on one worker, one after another: the one-node
+# SLURM cluster (a second test's job would queue behind the first's and miss its time bounds) and
+# torchrun's rendezvous ports (fixed master_port values; two rendezvous on one port fail).
+ONE_AT_A_TIME = {"test_slurm.py", "test_pretokenize_slurm.py", "test_recaption_slurm.py",
+                 "test_multinode.py", "test_orphans.py", "test_train_stage.py"}
+ONE_AT_A_TIME_GROUP = "slurm-and-torchrun-ports"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Each test's xdist group: ONE_AT_A_TIME's, else its module's. The longest work goes out first
+    (the shared group, then modules with slow tests), so that no long module starts last and keeps
+    one worker busy while the other idles (run with --no-loadscope-reorder)."""
+    for item in items:
+        module = item.path.name
+        item.add_marker(pytest.mark.xdist_group(ONE_AT_A_TIME_GROUP if module in ONE_AT_A_TIME else module))
+    slow_modules = {item.path.name for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: (item.path.name not in ONE_AT_A_TIME, item.path.name not in slow_modules))
+
 
 @pytest.fixture
 def results_dir(tmp_path, monkeypatch) -> Path:
