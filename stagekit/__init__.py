@@ -7,10 +7,10 @@ Stage packages (init_vlm, data_prep, train, evaluation, report, embedded) import
 and settings it is handed here.
 """
 
-from stagekit.files import file_lock, write_json_atomic
+from stagekit.files import file_lock, write_json_atomic, write_text_atomic
 from stagekit.proc import CommandFailed, Serving, Stopped, is_secret, run_logged, shell_line
 from stagekit.run import StageLog, StageRun, run_identity, run_label, unknown_keys
 
 __all__ = ["CommandFailed", "Serving", "StageLog", "StageRun", "Stopped", "file_lock", "is_secret", "run_identity", "run_label",
            "run_logged", "shell_line", "unknown_keys",
-           "write_json_atomic"]
+           "write_json_atomic", "write_text_atomic"]

@@ -12,11 +12,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
-def write_json_atomic(path: Path, data: Any, sort_keys: bool = True) -> None:
-    """Write to a temporary name beside the target, then rename: a crash leaves the old file."""
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write to a temporary name beside the target, then rename: a crash leaves the old file, and a
+    reader (another process, another node) sees the old text or the new, never a half-written one."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n")
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, data: Any, sort_keys: bool = True) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n")
 
 
 @contextlib.contextmanager

@@ -25,16 +25,26 @@ SMALL_WORLD = ["world=small"]
 # torchrun's rendezvous ports (fixed master_port values; two rendezvous on one port fail).
 ONE_AT_A_TIME = {"test_slurm.py", "test_pretokenize_slurm.py", "test_recaption_slurm.py",
                  "test_multinode.py", "test_orphans.py", "test_train_stage.py"}
-ONE_AT_A_TIME_GROUP = "slurm-and-torchrun-ports"
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """xdist's scope scheduling with the scope described above: ONE_AT_A_TIME's modules one unit,
+    every other module a unit of its own. (xdist's --dist loadgroup would say the same with marks,
+    but it writes the group into each test's id through an attribute pytest 9 no longer reads.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesAndSharedResources(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "slurm-and-torchrun-ports" if Path(module).name in ONE_AT_A_TIME else module
+
+    return ModulesAndSharedResources(config, log)
 
 
 def pytest_collection_modifyitems(config, items):
-    """Each test's xdist group: ONE_AT_A_TIME's, else its module's. The longest work goes out first
-    (the shared group, then modules with slow tests), so that no long module starts last and keeps
-    one worker busy while the other idles (run with --no-loadscope-reorder)."""
-    for item in items:
-        module = item.path.name
-        item.add_marker(pytest.mark.xdist_group(ONE_AT_A_TIME_GROUP if module in ONE_AT_A_TIME else module))
+    """The longest work goes out first (the shared modules, then modules with slow tests), so that
+    no long module starts last and keeps one worker busy while the other idles (xdist hands out
+    units in collection order with --no-loadscope-reorder)."""
     slow_modules = {item.path.name for item in items if item.get_closest_marker("slow")}
     items.sort(key=lambda item: (item.path.name not in ONE_AT_A_TIME, item.path.name not in slow_modules))
 

@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+from stagekit import write_text_atomic
+
 LOST_AFTER = 3   # heartbeats missed before a node counts as lost
 
 
@@ -22,7 +24,9 @@ def heartbeat_file(folder: Path, rank: int) -> Path:
 
 
 class Heartbeat:
-    """Touch this node's heartbeat file every `interval` seconds while the block runs."""
+    """Touch this node's heartbeat file every `interval` seconds while the block runs. Each beat
+    replaces the file whole: the other nodes read it at any moment, and a half-written "exited"
+    must not read as an empty, still-beating file."""
 
     def __init__(self, folder: Path, rank: int, interval: float):
         self.path, self.interval = heartbeat_file(folder, rank), float(interval)
@@ -32,18 +36,18 @@ class Heartbeat:
 
     def __enter__(self) -> "Heartbeat":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text(f"alive {self.started}\n")
+        write_text_atomic(self.path, f"alive {self.started}\n")
         self._thread.start()
         return self
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
-            self.path.write_text(f"alive {time.time()}\n")
+            write_text_atomic(self.path, f"alive {time.time()}\n")
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        self.path.write_text(f"exited {time.time()}\n")
+        write_text_atomic(self.path, f"exited {time.time()}\n")
 
 
 def _state(path: Path, since: float, now: float, silent_after: float) -> str:
