@@ -7,8 +7,11 @@ Both sides do the whole job after LLaMA-Factory is imported (imports are not tim
 - LLaMA-Factory: get_dataset with tokenized_path in this process (load, align, tokenize, run the
   Qwen2-VL image processor on every image, save), preprocessing_num_workers unset;
 - sharded: tokenize(parts=N): load and align once, N forked processes each preprocess a contiguous
-  part with LLaMA-Factory's own preprocessing, join, save. parts=1 is printed too: the cost of the
-  sharding machinery itself.
+  part with LLaMA-Factory's own preprocessing, join, save. parts=1 is printed too. The parts read
+  each image's token grid from its size (train/pretokenize.py GridOnlyImages: LLaMA-Factory
+  computes the pixel values only to read the grid and throw them away), so most of their lead is
+  work not done, not parallelism: "sharded, 1 part" shows that share alone. The run ends by
+  comparing the parts' joined rows with LLaMA-Factory's, column by column (exit 1 if they differ).
 The source JSON is converted to Arrow, and the fork server started (it imports LLaMA-Factory once
 for the life of the calling process, like the import on the single-process side), before timing. The tokenizer
 is the embedded one, the image processor Qwen2-VL's with the paper's pixel budget (min 3,136, max
@@ -180,6 +183,18 @@ def main() -> None:
     for what, ratio, target in targets:
         print(f"  target: {what}: {ratio:.2f} {'met' if ratio >= target else 'NOT met'}")
     print("  CPU-ms/row is the work; wall time also waits for cores other processes hold")
+    same = same_rows(work / "out-lf", work / "out-n")
+    print(f"  the parts' joined rows equal LLaMA-Factory's, column by column: {'yes' if same else 'NO'}")
+    if not same:
+        sys.exit(1)
+
+
+def same_rows(a: Path, b: Path) -> bool:
+    """A speed-up counts only if the saved datasets are the same: every column, row for row."""
+    from datasets import load_from_disk
+
+    x, y = load_from_disk(str(a))["train"], load_from_disk(str(b))["train"]
+    return x.column_names == y.column_names and all(x[c] == y[c] for c in x.column_names)
 
 
 if __name__ == "__main__":

@@ -197,3 +197,53 @@ def test_each_part_records_a_thread_budget_that_fits_the_cores(world, tmp_path, 
         assert info["cores"] == cores_given() and info["processes"] == min(parts, cores_given())
         assert info["threads"] >= 1 and info["threads"] * info["processes"] <= info["cores"]
     assert sum(i["rows_in"] for i in infos) == 48
+
+
+# Image sizes a caption source holds: photos over the pixel budget, small and odd sizes, long thin
+# ones (the real processor is the reference; LLaMA-Factory has already enlarged anything under
+# 28 px and cut aspect ratios over 200 before the processor sees them).
+SIZES = [(2000, 1500), (1500, 2000), (1231, 917), (640, 480), (224, 224), (100, 100), (28, 28),
+         (29, 57), (1001, 999), (3001, 57), (57, 3001), (5600, 28), (300, 7000)]
+# (patch_size, pixel budget): Qwen2.5-VL's 14 px patches, Qwen3-VL's 16 px, at budgets both small and large
+FAMILIES = [(14, 3136, 12544), (14, 3136, 1003520), (16, 4096, 16384), (16, 65536, 1048576)]
+
+
+@pytest.mark.parametrize("backend", ["torchvision", "pil"])
+@pytest.mark.parametrize("patch,min_pixels,max_pixels", FAMILIES)
+def test_the_grid_without_the_pixels_equals_the_image_processors_own(backend, patch, min_pixels, max_pixels):
+    from PIL import Image
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+    from train.pretokenize import GridOnlyImages
+
+    cls = Qwen2VLImageProcessor if backend == "torchvision" else Qwen2VLImageProcessorPil
+    real = cls(patch_size=patch, merge_size=2, size={"shortest_edge": min_pixels, "longest_edge": max_pixels})
+    images = [Image.new("RGB", size, (120, 30, 200)) for size in SIZES]
+    expected = real(images, return_tensors="pt")["image_grid_thw"].tolist()
+    grid = GridOnlyImages(real)
+    got = [grid([image])["image_grid_thw"].tolist()[0] for image in images]   # one row's image at a time
+    assert got == expected
+    assert grid(images)["image_grid_thw"].tolist() == expected                # and several in one row
+    assert grid.merge_size == 2 and grid.patch_size == patch                  # what LLaMA-Factory reads from it
+
+
+def test_the_grid_only_processor_fails_on_a_broken_image_and_on_a_changed_count(tmp_path, monkeypatch):
+    import io
+
+    from PIL import Image
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import Qwen2VLImageProcessor
+
+    from train.pretokenize import GridOnlyImages
+
+    real = Qwen2VLImageProcessor(patch_size=14, merge_size=2, size={"shortest_edge": 3136, "longest_edge": 12544})
+    buf = io.BytesIO()
+    Image.new("RGB", (640, 480), (1, 2, 3)).save(buf, "JPEG")
+    (tmp_path / "cut.jpg").write_bytes(buf.getvalue()[:2000])     # a download cut off mid-file
+    with pytest.raises(OSError, match="truncated"):
+        GridOnlyImages(real)([Image.open(tmp_path / "cut.jpg")])
+
+    grid = GridOnlyImages(real)   # a transformers release whose resize no longer follows smart_resize
+    monkeypatch.setattr(grid, "smart_resize", lambda h, w, **_: (h // 28 * 28, w // 28 * 28))
+    with pytest.raises(RuntimeError, match=r"the image token count of Qwen2VLImageProcessor changed: \[\[1, 34, 44\]\] here"):
+        grid([Image.new("RGB", (640, 480))])

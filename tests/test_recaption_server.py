@@ -104,7 +104,11 @@ def test_killed_server_restart_and_rerun_requests_only_the_missing_images(world,
     assert sorted(first["out"].failed) == sorted(set(keys) - set(done_first))   # every other image listed
 
     server.start()
-    second = asyncio.run(caption_images(ep, keys, world / "images", tmp_path, log=print))
+    # The re-run may retry (a run-only setting): the restarted server's first answer, while it
+    # loads its model, was seen to drop one connection on a loaded machine. retries=0 above is
+    # what makes the first run fail at the kill; here only what is requested is under test.
+    again = endpoint(server.url, concurrency=1, retries=2, max_tokens=24)
+    second = asyncio.run(caption_images(again, keys, world / "images", tmp_path, log=print))
     runs = [json.loads(x)["requested"] for x in (tmp_path / RUNS).read_text().splitlines()]
     assert runs[0] == keys
     assert runs[1] == [k for k in keys if k not in done_first]                  # only the missing ones

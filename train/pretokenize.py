@@ -9,6 +9,8 @@ function get_dataset calls) with the same arguments; the shards are concatenated
 saved as get_dataset saves (a DatasetDict with "train"). With packing, part boundaries fall on
 multiples of preprocessing_batch_size, so packing (which packs within one preprocessing batch)
 packs the same rows together; without, parts are cut anywhere (each row is preprocessed alone).
+One difference in how, not what: the image processor gives each image's token grid from its size
+without computing the pixel values LLaMA-Factory would throw away (GridOnlyImages below).
 tests/test_pretokenize.py compares the joined result with get_dataset's.
 
     lf_args = tokenize_args(rendered_llamafactory_yaml)       # the data-deciding keys only
@@ -30,6 +32,7 @@ import json
 import os
 import shutil
 import socket
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -64,10 +67,70 @@ def _lf(args: dict) -> dict:
 
     model_args, data_args, training_args, *_ = get_train_args(dict(args))
     tokenizer_module = load_tokenizer(model_args)
+    tokenizer_module["processor"] = grid_only(tokenizer_module.get("processor"))
     template = get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
     rows = _get_merged_dataset(data_args.dataset, model_args, data_args, training_args, "sft")
     return {"data_args": data_args, "training_args": training_args, "template": template, "rows": rows,
             **tokenizer_module}
+
+
+class GridOnlyImages:
+    """The Qwen-VL image processor as tokenizing uses it: LLaMA-Factory's preprocessing calls it
+    on each row's images only to read image_grid_thw (how many image tokens to write) and throws
+    the pixel values away; the training collator computes them again. Resizing each photo to the
+    pixel budget, normalizing and cutting it into patches is most of a row's CPU time, so here the
+    grid comes from the processor's own smart_resize (the function its resize step calls, from its
+    own module) on the image's size. Each image is still decoded, so a broken file fails here, on
+    CPU, not in the GPU job. The first call of each process is checked against the real processor
+    and a difference stops the part (tests/test_pretokenize.py checks many sizes and both
+    families); anything but a flat list of images, or a processor that does not resize, goes to
+    the real processor."""
+
+    def __init__(self, real):
+        self.real, self.checked = real, False
+        self.smart_resize = sys.modules[type(real).__module__].smart_resize
+
+    def __getattr__(self, name):   # only for what __init__ did not set: the real processor's attributes
+        if name.startswith("__") or name in ("real", "checked", "smart_resize"):   # e.g. while unpickling
+            raise AttributeError(name)
+        return getattr(self.real, name)
+
+    def __call__(self, images, return_tensors=None, **kwargs):
+        from PIL.Image import Image
+
+        if kwargs or not isinstance(images, list) or not all(isinstance(i, Image) for i in images):
+            return self.real(images, return_tensors=return_tensors, **kwargs)
+        grids = self.grids(images)
+        if not self.checked:
+            real = self.real(images, return_tensors="pt")["image_grid_thw"].tolist()
+            if real != grids:
+                raise RuntimeError(f"the image token count of {type(self.real).__name__} changed: {grids} here, "
+                                   f"{real} from the processor itself (image sizes {[i.size for i in images]})")
+            self.checked = True
+        import torch
+
+        return {"image_grid_thw": torch.tensor(grids, dtype=torch.long)}
+
+    def grids(self, images) -> list[list[int]]:
+        p, m = self.real.patch_size, self.real.merge_size
+        out = []
+        for image in images:
+            image.load()   # decoded, so that a broken image fails now
+            h, w = self.smart_resize(image.height, image.width, factor=p * m,
+                                     min_pixels=self.real.size["shortest_edge"], max_pixels=self.real.size["longest_edge"])
+            out.append([1, h // p, w // p])   # one image is one temporal patch
+        return out
+
+
+def grid_only(processor):
+    """processor with its image processor replaced by GridOnlyImages where that is exact: a Qwen-VL
+    image processor that resizes (Qwen2.5-VL and Qwen3-VL both use Qwen2VLImageProcessor)."""
+    image = getattr(processor, "image_processor", None)
+    if image is None or not getattr(image, "do_resize", False) or \
+            not hasattr(sys.modules[type(image).__module__], "smart_resize"):
+        return processor
+    processor.image_processor = GridOnlyImages(image)
+    return processor
 
 
 def part_range(n_rows: int, part: int, parts: int, unit: int) -> tuple[int, int]:
