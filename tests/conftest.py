@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,11 @@ def processes_naming(folder: Path) -> list[str]:
         if str(folder) in cmd:
             out.append(f"{pid}: {cmd}")
     return out
+
+
+def processes_left(folder: Path, bound_s: float) -> list[str]:
+    """processes_naming(folder) once it is empty, or when bound_s has passed (what is left then)."""
+    deadline = time.time() + bound_s
+    while (left := processes_naming(folder)) and time.time() < deadline:
+        time.sleep(0.2)
+    return left

@@ -29,7 +29,7 @@ import train.stage as stage
 from harness.chain import build_chain
 from harness.config import compose_config, to_plain
 from stagekit import StageLog, StageRun
-from tests.conftest import PYTHON, REPO, processes_naming
+from tests.conftest import PYTHON, REPO, processes_left, processes_naming
 from tests.test_init_vlm_integration import model_dir  # noqa: F401 (fixture: the tiny VLM built by init_vlm)
 from tests.test_train_golden import RECIPE, STEPS, inputs  # noqa: F401 (fixture: the golden stage's inputs)
 from tests.test_evaluate_table1 import bench_dir, tiny_models  # noqa: F401 (fixtures: local benchmark files, tiny models)
@@ -60,10 +60,7 @@ def kill_only(proc: subprocess.Popen, folder: Path, bound_s: float = BOUND_S) ->
     into it for 3 s more."""
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    deadline = time.time() + bound_s
-    while processes_naming(folder) and time.time() < deadline:
-        time.sleep(0.2)
-    assert processes_naming(folder) == [], f"processes of {folder} outlived the harness"
+    assert processes_left(folder, bound_s) == [], f"processes of {folder} outlived the harness"
     before = snapshot(folder)
     time.sleep(3)
     assert snapshot(folder) == before, f"something still writes into {folder}"

@@ -28,7 +28,7 @@ import train.stage as stage
 from harness.chain import build_chain
 from harness.config import compose_config, to_plain
 from stagekit import StageLog, StageRun
-from tests.conftest import PYTHON, REPO, processes_naming
+from tests.conftest import PYTHON, REPO, processes_left
 from tests.test_init_vlm_integration import model_dir  # noqa: F401 (fixture: the tiny VLM built by init_vlm)
 from train import checkpoints
 
@@ -139,10 +139,7 @@ def test_sigkill_after_a_checkpoint_then_resume_continues_the_same_losses(inputs
     # LLaMA-Factory runs in a process group of its own, which ends when its supervisor sees the stage
     # die (SIGTERM): on a loaded machine it can finish writing one more checkpoint first. The run
     # resumes from the last checkpoint the killed run left, so read that once nothing of it is left.
-    deadline = time.time() + 60
-    while processes_naming(job.out_dir) and time.time() < deadline:
-        time.sleep(0.2)
-    assert processes_naming(job.out_dir) == [], f"processes of {job.out_dir} outlived the stage"
+    assert processes_left(job.out_dir, 60) == [], f"processes of {job.out_dir} outlived the stage"
     ckpt = checkpoints.last_complete(folder)
     step = int(ckpt.name.removeprefix("checkpoint-"))
     assert step < STEPS, "killed too late: no step left to resume"

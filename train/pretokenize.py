@@ -105,7 +105,8 @@ class GridOnlyImages:
             real = self.real(images, return_tensors="pt")["image_grid_thw"].tolist()
             if real != grids:
                 raise RuntimeError(f"the image token count of {type(self.real).__name__} changed: {grids} here, "
-                                   f"{real} from the processor itself (image sizes {[i.size for i in images]})")
+                                   f"{real} from the processor itself (images {[getattr(i, 'filename', '') for i in images]}, "
+                                   f"sizes {[i.size for i in images]})")
             self.checked = True
         import torch
 
@@ -115,7 +116,10 @@ class GridOnlyImages:
         p, m = self.real.patch_size, self.real.merge_size
         out = []
         for image in images:
-            image.load()   # decoded, so that a broken image fails now
+            try:
+                image.load()   # decoded, so that a broken image fails now
+            except OSError as exc:   # PIL's message does not say which file
+                raise OSError(f"{getattr(image, 'filename', None) or 'an image'}: {exc}") from exc
             h, w = self.smart_resize(image.height, image.width, factor=p * m,
                                      min_pixels=self.real.size["shortest_edge"], max_pixels=self.real.size["longest_edge"])
             out.append([1, h // p, w // p])   # one image is one temporal patch
